@@ -37,6 +37,7 @@
 #define MAX_SESSIONS 256
 #define READ_CHUNK (32 * 1024)
 #define STDIN_PENDING_MAX (8u * 1024 * 1024)
+#define STDIN_PENDING_HOLD (1u * 1024 * 1024)
 #define PORT_WAIT_MS 10000
 #define IDLE_RETRY_MS 50
 
@@ -823,7 +824,12 @@ int main(int argc, char **argv)
             timeout = left > 0 ? (int)left : 0;
         } else {
             tidx = (int)n;
-            pfd[n] = (struct pollfd){ .fd = tp.fd, .events = POLLIN };
+            /* backpressure: while a command is slow to read its stdin, leave further
+             * input in the transport instead of buffering (or dropping) it here */
+            bool backlog = false;
+            for (unsigned i = 0; i < MAX_SESSIONS && !backlog; i++)
+                backlog = sessions[i] && sessions[i]->pending_len >= STDIN_PENDING_HOLD;
+            pfd[n] = (struct pollfd){ .fd = tp.fd, .events = backlog ? 0 : POLLIN };
             pses[n++] = NULL;
         }
         for (unsigned i = 0; i < MAX_SESSIONS; i++) {

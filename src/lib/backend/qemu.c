@@ -1,5 +1,6 @@
 /* QEMU microvm backend: virtio-mmio devices, PVH kernel boot, QMP control. */
 #include "backend-internal.h"
+#include "mvm/proto.h"
 #include "log.h"
 #include "proc.h"
 #include "util.h"
