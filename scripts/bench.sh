@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 n=${1:-5}
 execs=${BENCH_EXECS:-100}
 mvmctl=${MVMCTL:-build/mvmctl}
+[[ -x "$mvmctl" || -n "${MVMCTL:-}" ]] || mvmctl=build/src/cli/mvmctl
 qemu=${MVM_QEMU:-qemu-system-x86_64}
 cache=${MVM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mvm}
 marker="mvm-init: started"
@@ -108,7 +109,7 @@ done
 read -r mvm_med _ < <(stats "$W/mvm.ms")
 read -r raw_med _ < <(stats "$W/raw.ms")
 
-"$mvmctl" run -d --name "$vm" default >/dev/null
+"$mvmctl" run -d -q --name "$vm" default >/dev/null
 : >"$W/exec.us"
 for ((i = 0; i < execs; i++)); do
     t0=$(now_ns)

@@ -39,7 +39,9 @@ echo "== build (build/)"
 ./scripts/build.sh
 
 echo "== default image"
-if ! build/mvmctl build; then
+mvmctl=build/mvmctl
+[[ -x "$mvmctl" ]] || mvmctl=build/src/cli/mvmctl
+if ! "$mvmctl" build; then
     failed=$((failed + 1))
     notes+=("mvmctl build (default image) failed")
 fi

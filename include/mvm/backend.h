@@ -56,7 +56,9 @@ const struct mvm_backend_ops *mvm_backend_select(const char *forced, mvm_error *
 /* KVM usability: /dev/kvm opens and a tiny guest's VM exits are not unusably slow
  * (nested virtualisation can be ~1000x slower than TCG is useful). */
 bool mvm_kvm_usable(char *why, size_t whylen);
-/* AUTO -> KVM if usable else TCG; explicit KVM fails when /dev/kvm cannot be used. */
-int mvm_accel_resolve(enum mvm_accel want, enum mvm_accel *out, mvm_error **err);
+/* AUTO -> KVM if usable else TCG; explicit KVM fails when /dev/kvm cannot be used.
+ * why (may be NULL) receives one line explaining the choice. */
+int mvm_accel_resolve(enum mvm_accel want, enum mvm_accel *out, char *why, size_t whylen,
+                      mvm_error **err);
 
 #endif

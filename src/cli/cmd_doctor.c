@@ -108,7 +108,9 @@ int cmd_doctor(int argc, char **argv) {
     bool kvm = mvm_kvm_usable(kvm_why, sizeof(kvm_why));
     enum mvm_accel accel = MVM_ACCEL_TCG;
     _cleanup_error_ mvm_error *accel_err = NULL;
-    bool accel_ok = mvm_accel_resolve(MVM_ACCEL_AUTO, &accel, &accel_err) == 0;
+    char resolve_why[256] = "";
+    bool accel_ok = mvm_accel_resolve(MVM_ACCEL_AUTO, &accel, resolve_why, sizeof(resolve_why),
+                                      &accel_err) == 0;
     char accel_why[512];
     if (!accel_ok)
         snprintf(accel_why, sizeof(accel_why), "%s", accel_err->msg);
@@ -116,9 +118,8 @@ int cmd_doctor(int argc, char **argv) {
         snprintf(accel_why, sizeof(accel_why), "KVM is usable, so guests run at native speed");
     else if (kvm)
         snprintf(accel_why, sizeof(accel_why),
-                 "/dev/kvm passes the test but QEMU does not start with -accel kvm (details: "
-                 "MVM_DEBUG=1 mvmctl doctor), so QEMU emulates the CPU with TCG: slower, but "
-                 "it boots anywhere");
+                 "/dev/kvm passes the test but QEMU cannot use it (%s), so QEMU emulates the "
+                 "CPU with TCG: slower, but it boots anywhere", resolve_why);
     else
         snprintf(accel_why, sizeof(accel_why),
                  "KVM is not usable (%s), so QEMU emulates the CPU with TCG: slower, but it "

@@ -50,7 +50,7 @@ static void test_accel_parse(void **state) {
     mvm_error_free(e);
     assert_string_equal(mvm_accel_name(MVM_ACCEL_TCG), "tcg");
     e = NULL;
-    assert_int_equal(mvm_accel_resolve(MVM_ACCEL_TCG, &a, &e), 0);
+    assert_int_equal(mvm_accel_resolve(MVM_ACCEL_TCG, &a, NULL, 0, &e), 0);
     assert_int_equal(a, MVM_ACCEL_TCG);
 }
 

@@ -370,10 +370,13 @@ static bool qemu_kvm_starts(char *why, size_t len) {
     return false;
 }
 
-int mvm_accel_resolve(enum mvm_accel want, enum mvm_accel *out, mvm_error **err) {
+int mvm_accel_resolve(enum mvm_accel want, enum mvm_accel *out, char *whyout, size_t whylen,
+                      mvm_error **err) {
     char why[256];
     if (want == MVM_ACCEL_TCG) {
         *out = MVM_ACCEL_TCG;
+        if (whyout)
+            snprintf(whyout, whylen, "TCG requested explicitly");
         return 0;
     }
     bool ok = mvm_kvm_usable(why, sizeof(why)) && qemu_kvm_starts(why, sizeof(why));
@@ -381,6 +384,8 @@ int mvm_accel_resolve(enum mvm_accel want, enum mvm_accel *out, mvm_error **err)
         return mvm_error_set(err, MVM_EUNAVAIL, "--accel kvm: %s (use --accel tcg)", why);
     if (!ok)
         log_info("accel auto: using TCG: %s", why);
+    if (whyout)
+        snprintf(whyout, whylen, "%s", why);
     *out = ok ? MVM_ACCEL_KVM : MVM_ACCEL_TCG;
     return 0;
 }

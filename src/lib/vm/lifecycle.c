@@ -99,7 +99,7 @@ int mvm_vm_run(const struct mvm_run_opts *o, char **name_out, mvm_error **err) {
     if (mvm_image_verify(img, err) < 0)
         return -1;
     enum mvm_accel accel;
-    if (mvm_accel_resolve(o->accel, &accel, err) < 0)
+    if (mvm_accel_resolve(o->accel, &accel, NULL, 0, err) < 0)
         return -1;
 
     _cleanup_free_ char *dir = mvm_vm_dir(name, err);
