@@ -9,7 +9,6 @@ cd "$(dirname "$0")/.."
 n=${1:-5}
 execs=${BENCH_EXECS:-100}
 mvmctl=${MVMCTL:-build/mvmctl}
-[[ -x "$mvmctl" || -n "${MVMCTL:-}" ]] || mvmctl=build/src/cli/mvmctl
 qemu=${MVM_QEMU:-qemu-system-x86_64}
 cache=${MVM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mvm}
 marker="mvm-init: started"

@@ -40,7 +40,6 @@ echo "== build (build/)"
 
 echo "== default image"
 mvmctl=build/mvmctl
-[[ -x "$mvmctl" ]] || mvmctl=build/src/cli/mvmctl
 if ! "$mvmctl" build; then
     failed=$((failed + 1))
     notes+=("mvmctl build (default image) failed")
