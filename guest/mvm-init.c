@@ -257,16 +257,64 @@ static void parse_cmdline(void)
     }
 }
 
+/* ext4 keeps its volume label at byte 1024 + 120 (s_volume_name, 16 bytes), after the
+ * magic 0xEF53 at 1024 + 56. */
+static bool ext4_label_is(const char *dev, const char *label)
+{
+    int fd = open(dev, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    unsigned char sb[256];
+    ssize_t n = pread(fd, sb, sizeof(sb), 1024);
+    close(fd);
+    if (n != (ssize_t)sizeof(sb) || sb[56] != 0x53 || sb[57] != 0xEF)
+        return false;
+    char name[17];
+    memcpy(name, sb + 120, 16);
+    name[16] = 0;
+    return strcmp(name, label) == 0;
+}
+
+/* mvm.root=LABEL=x: the disk order of virtio-mmio devices is not guaranteed when a VM has
+ * several disks, so the root may be named by its filesystem label. */
+static bool find_root_by_label(const char *label, char *out, size_t outlen)
+{
+    DIR *d = opendir("/sys/class/block");
+    if (!d)
+        return false;
+    struct dirent *de;
+    bool found = false;
+    while (!found && (de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char dev[300];
+        snprintf(dev, sizeof(dev), "/dev/%s", de->d_name);
+        if (strlen(dev) < outlen && ext4_label_is(dev, label)) {
+            memcpy(out, dev, strlen(dev) + 1);
+            found = true;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
 static void wait_for_root(void)
 {
     long long deadline = now_ms() + ROOT_WAIT_MS;
     struct stat st;
-    while (stat(cfg.root, &st) < 0) {
+    char label[64] = "";
+    if (!strncmp(cfg.root, "LABEL=", 6) && strlen(cfg.root + 6) < sizeof(label))
+        memcpy(label, cfg.root + 6, strlen(cfg.root + 6) + 1);
+    for (;;) {
+        if (label[0] ? find_root_by_label(label, cfg.root, sizeof(cfg.root))
+                     : stat(cfg.root, &st) == 0)
+            break;
         if (now_ms() >= deadline)
-            fatal("root device %s did not appear within %d s", cfg.root, ROOT_WAIT_MS / 1000);
+            fatal("root device %s%s did not appear within %d s", label[0] ? "LABEL=" : "",
+                  label[0] ? label : cfg.root, ROOT_WAIT_MS / 1000);
         sleep_ms(10);
     }
-    if (!S_ISBLK(st.st_mode))
+    if (stat(cfg.root, &st) < 0 || !S_ISBLK(st.st_mode))
         fatal("root %s is not a block device", cfg.root);
 }
 

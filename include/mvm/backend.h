@@ -14,6 +14,13 @@ enum mvm_accel { MVM_ACCEL_AUTO = 0, MVM_ACCEL_KVM, MVM_ACCEL_TCG };
 int mvm_accel_parse(const char *s, enum mvm_accel *out, mvm_error **err);
 const char *mvm_accel_name(enum mvm_accel a);
 
+/* An extra block device (after the root disk). */
+struct mvm_disk {
+    const char *path; /* raw image, absolute */
+    bool readonly;
+};
+#define MVM_MAX_DISKS 8
+
 /* Everything a backend needs to start one VM. Paths are absolute. */
 struct mvm_vm_spec {
     const char *name;
@@ -23,6 +30,8 @@ struct mvm_vm_spec {
     int mem_mib;
     enum mvm_accel accel;      /* resolved: never AUTO when passed to start() */
     const char *extra_cmdline; /* appended to the kernel command line, may be NULL */
+    const struct mvm_disk *disks; /* extra disks, in order; the guest finds them by label */
+    size_t n_disks;
 };
 
 struct mvm_probe {

@@ -9,6 +9,7 @@
 #ifndef MVM_IMAGE_H
 #define MVM_IMAGE_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
 #include "mvm/error.h"
@@ -23,16 +24,31 @@ struct mvm_artifact {
     uint64_t size;
 };
 
+/* A Debian package an image was assembled from (builder image provenance). */
+struct mvm_package {
+    char *name, *version, *sha256; /* sha256 of the .deb */
+};
+
 struct mvm_manifest {
     int schema;          /* 1 */
     char *name;          /* suggested tag, e.g. "default" */
     char *created;       /* RFC 3339 UTC */
     char *cmdline;       /* kernel command line (without backend-specific additions) */
-    char *source_kind;   /* "recipe" or "flake" */
-    char *source_ref;    /* recipe name or flake ref */
+    char *source_kind;   /* "recipe", "flake" or "builder" */
+    char *source_ref;    /* recipe name, flake ref, or "nix-bin" for the builder */
     char *kernel_version;/* e.g. "6.1.0-57-cloud-amd64" (informational) */
     struct mvm_artifact *artifacts;
     size_t n_artifacts;
+    /* Optional provenance (NULL / 0 when absent; serialised only when present). In JSON they
+     * live inside the "source" object: lock_sha256, profile, nix_version, builder_digest,
+     * build_key, packages [{name, version, sha256}]. */
+    char *source_lock_sha256;   /* SHA-256 of flake.lock, if the flake has one */
+    char *source_profile;       /* flake profile (packages.<system>.<profile>) */
+    char *source_nix_version;   /* e.g. "nix (Nix) 2.8.0" */
+    char *source_builder_digest;/* digest of the builder image that built it */
+    char *source_build_key;     /* hash of all build inputs: equal key -> cache hit */
+    struct mvm_package *packages;
+    size_t n_packages;
 };
 
 void mvm_manifest_free(struct mvm_manifest *m);

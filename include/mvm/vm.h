@@ -32,6 +32,8 @@ struct mvm_run_opts {
     enum mvm_accel accel;
     int boot_timeout_s;      /* default 120 */
     const char *monitor_exe; /* path of mvmctl (re-executed as the monitor) */
+    const struct mvm_disk *disks; /* extra block devices (builder jobs), may be NULL */
+    size_t n_disks;
 };
 
 /* Validates, verifies the image (hash-on-load), claims the name atomically, starts the
@@ -95,6 +97,10 @@ struct mvm_exec_opts {
     bool interactive; /* forward stdin */
     bool tty;
     int in_fd, out_fd, err_fd; /* usually 0,1,2 */
+    /* if set, output goes here instead of out_fd/err_fd (stream 1 = stdout, 2 = stderr) */
+    void (*on_output)(void *ud, int stream, const void *data, size_t len);
+    void *output_ud;
+    int timeout_ms; /* > 0: give up (MVM_ETIMEOUT) and SIGKILL the command after this long */
 };
 /* Runs one command in the guest through the monitor, streaming stdio. Returns the exit
  * status mapped like a shell (code, or 128+signal; 126/127 for exec failures), or -1 with

@@ -23,8 +23,10 @@ static const struct {
     {"stop", cmd_stop, "Stop running microVMs"},
     {"rm", cmd_rm, "Remove microVMs"},
     {"images", cmd_images, "List cached images"},
-    {"build", cmd_build, "Build the default image"},
+    {"build", cmd_build, "Build the default image, or an image from a Nix flake"},
+    {"builder", cmd_builder, "Show, rebuild or remove the Nix builder image"},
     {"doctor", cmd_doctor, "Explain what this host can run and why"},
+    {"audit-flake", cmd_audit_flake, "Report flake.lock inputs that are not pinned"},
     {"__monitor", cmd_monitor, NULL},
 };
 
@@ -38,7 +40,7 @@ static void usage(FILE *f) {
             "Commands:\n");
     for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
         if (commands[i].summary)
-            fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+            fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
     fprintf(f,
             "\n"
             "Run 'mvmctl COMMAND --help' for a command's options.\n"

@@ -188,6 +188,156 @@ static void expect_ref(const char *ref, bool ok) {
     }
 }
 
+/* ---- manifest provenance (flake / builder images) ---- */
+
+#define HEX_A "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define HEX_B "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
+static char *provenance_json(void) {
+    struct mvm_manifest m;
+    sample_manifest(&m);
+    free(m.source_kind);
+    free(m.source_ref);
+    m.source_kind = xstrdup("builder");
+    m.source_ref = xstrdup("nix-bin");
+    m.source_lock_sha256 = xstrdup(HEX_A);
+    m.source_profile = xstrdup("alt");
+    m.source_nix_version = xstrdup("nix (Nix) 2.8.0");
+    m.source_builder_digest = xstrdup(HEX_B);
+    m.source_build_key = xstrdup(HEX_A);
+    m.n_packages = 2;
+    m.packages = calloc(2, sizeof(*m.packages));
+    assert_non_null(m.packages);
+    m.packages[0] = (struct mvm_package){xstrdup("nix-bin"), xstrdup("2.8.0-1.1+b1"),
+                                         xstrdup(HEX_B)};
+    m.packages[1] = (struct mvm_package){xstrdup("zlib1g"), xstrdup("1:1.2.13.dfsg-1"),
+                                         xstrdup(HEX_A)};
+    char *js = NULL;
+    size_t len;
+    mvm_error *err = NULL;
+    assert_int_equal(mvm_manifest_to_json(&m, &js, &len, &err), 0);
+    mvm_manifest_free(&m);
+    assert_null(m.packages);
+    return js;
+}
+
+static void test_manifest_provenance(void **state) {
+    (void)state;
+    /* without provenance nothing new is written */
+    char *plain = sample_json();
+    static const char *const keys[] = {"lock_sha256", "profile", "nix_version",
+                                       "builder_digest", "build_key", "packages"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        assert_null(strstr(plain, keys[i]));
+    free(plain);
+
+    char *js = provenance_json();
+    size_t len = strlen(js);
+    assert_non_null(strstr(js, "\"packages\": ["));
+    assert_non_null(strstr(js, "\"kind\": \"builder\""));
+    struct mvm_manifest m;
+    mvm_error *err = NULL;
+    assert_int_equal(mvm_manifest_from_json(js, len, &m, &err), 0);
+    assert_string_equal(m.source_kind, "builder");
+    assert_string_equal(m.source_lock_sha256, HEX_A);
+    assert_string_equal(m.source_profile, "alt");
+    assert_string_equal(m.source_nix_version, "nix (Nix) 2.8.0");
+    assert_string_equal(m.source_builder_digest, HEX_B);
+    assert_string_equal(m.source_build_key, HEX_A);
+    assert_int_equal(m.n_packages, 2);
+    assert_string_equal(m.packages[0].name, "nix-bin");
+    assert_string_equal(m.packages[1].version, "1:1.2.13.dfsg-1");
+    assert_string_equal(m.packages[1].sha256, HEX_A);
+    char *js2 = NULL;
+    size_t len2;
+    assert_int_equal(mvm_manifest_to_json(&m, &js2, &len2, &err), 0);
+    assert_int_equal(len, len2);
+    assert_string_equal(js, js2);
+    free(js2);
+    mvm_manifest_free(&m);
+
+    /* a subset of the optional fields round-trips too */
+    char *part = replace(js, "\"profile\": \"alt\",", "");
+    assert_int_equal(mvm_manifest_from_json(part, strlen(part), &m, &err), 0);
+    assert_null(m.source_profile);
+    assert_non_null(m.source_nix_version);
+    assert_int_equal(mvm_manifest_to_json(&m, &js2, &len2, &err), 0);
+    assert_null(strstr(js2, "profile"));
+    free(js2);
+    mvm_manifest_free(&m);
+    free(part);
+    free(js);
+}
+
+static void test_manifest_provenance_rejects(void **state) {
+    (void)state;
+    char *js = provenance_json();
+    char *bad;
+
+    bad = replace(js, "\"lock_sha256\": \"0123", "\"lock_sha256\": \"0G23");
+    expect_parse_fail(bad, "source.lock_sha256 must be 64 lowercase hex");
+    free(bad);
+
+    bad = replace(js, "\"builder_digest\": \"aaaa", "\"builder_digest\": \"AAAA");
+    expect_parse_fail(bad, "source.builder_digest");
+    free(bad);
+
+    bad = replace(js, "\"build_key\": \"0123456789", "\"build_key\": \"");
+    expect_parse_fail(bad, "source.build_key");
+    free(bad);
+
+    bad = replace(js, "\"profile\": \"alt\"", "\"profile\": \"\"");
+    expect_parse_fail(bad, "field 'profile' in source is empty");
+    free(bad);
+
+    bad = replace(js, "\"nix_version\": \"nix (Nix) 2.8.0\"", "\"nix_version\": 28");
+    expect_parse_fail(bad, "field 'nix_version' in source must be a string");
+    free(bad);
+
+    bad = replace(js, "\"name\": \"nix-bin\"", "\"name\": \"\"");
+    expect_parse_fail(bad, "field 'name' in source.packages[0] is empty");
+    free(bad);
+
+    bad = replace(js, "\"version\": \"1:1.2.13.dfsg-1\"", "\"version\": null");
+    expect_parse_fail(bad, "field 'version' in source.packages[1] must be a string");
+    free(bad);
+
+    bad = replace(js, "\"name\": \"nix-bin\",", "");
+    expect_parse_fail(bad, "missing field 'name' in source.packages[0]");
+    free(bad);
+
+    bad = replace(js, "\"name\": \"nix-bin\",", "\"arch\": \"amd64\", \"name\": \"nix-bin\",");
+    expect_parse_fail(bad, "unknown field 'arch' in source.packages[0]");
+    free(bad);
+
+    bad = replace(js, "\"sha256\": \"aaaaaaaa", "\"sha256\": \"aaaaaaa");
+    expect_parse_fail(bad, "source.packages[0] (nix-bin): sha256");
+    free(bad);
+
+    bad = replace(js, "\"profile\": \"alt\"", "\"profile\": \"alt\", \"extra\": 1");
+    expect_parse_fail(bad, "unknown field 'extra' in source");
+    free(bad);
+
+    bad = replace(js, "\"kind\": \"builder\"", "\"kind\": \"nix\"");
+    expect_parse_fail(bad, "unknown source kind 'nix'");
+    free(bad);
+
+    /* packages must be a non-empty array of objects */
+    const char *p0 = strstr(js, "\"packages\": [");
+    const char *p1 = strstr(p0, "]");
+    char *head = NULL;
+    assert_true(asprintf(&head, "%.*s\"packages\": []%s", (int)(p0 - js), js, p1 + 1) >= 0);
+    expect_parse_fail(head, "source.packages must be a non-empty array");
+    free(head);
+    assert_true(asprintf(&head, "%.*s\"packages\": [\"x\"]%s", (int)(p0 - js), js, p1 + 1) >= 0);
+    expect_parse_fail(head, "source.packages[0] must be an object");
+    free(head);
+    assert_true(asprintf(&head, "%.*s\"packages\": {}%s", (int)(p0 - js), js, p1 + 1) >= 0);
+    expect_parse_fail(head, "source.packages must be a non-empty array");
+    free(head);
+    free(js);
+}
+
 static void test_ref_validate(void **state) {
     (void)state;
     char long64[65], long65[66];
@@ -754,6 +904,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_manifest_roundtrip),
         cmocka_unit_test(test_manifest_rejects),
+        cmocka_unit_test(test_manifest_provenance),
+        cmocka_unit_test(test_manifest_provenance_rejects),
         cmocka_unit_test(test_ref_validate),
         cmocka_unit_test(test_modules_chain_diamond),
         cmocka_unit_test(test_modules_errors),

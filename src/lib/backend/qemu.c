@@ -131,6 +131,18 @@ char **qemu_build_argv(const struct mvm_vm_spec *s, const char *bin, mvm_error *
     addf(&b, "id=root,file=%s/rootfs.qcow2,format=qcow2,if=none,discard=unmap", dir);
     addf(&b, "-device");
     addf(&b, "virtio-blk-device,drive=root");
+    for (size_t i = 0; i < s->n_disks && i < MVM_MAX_DISKS; i++) {
+        _cleanup_free_ char *dp = qemu_escape(s->disks[i].path);
+        if (!dp) {
+            b.oom = true;
+            break;
+        }
+        addf(&b, "-drive");
+        addf(&b, "id=disk%zu,file=%s,format=raw,if=none,readonly=%s", i, dp,
+             s->disks[i].readonly ? "on" : "off");
+        addf(&b, "-device");
+        addf(&b, "virtio-blk-device,drive=disk%zu", i);
+    }
     addf(&b, "-device");
     addf(&b, "virtio-serial-device,max_ports=2");
     addf(&b, "-chardev");

@@ -712,3 +712,15 @@ int mvm_image_remove(const char *ref, mvm_error **err) {
         return 0;
     return remove_image_dir(cache, digest, err);
 }
+
+int image_tag_set(const char *tag, const char *digest, mvm_error **err) {
+    if (image_tag_validate(tag, err) < 0)
+        return -1;
+    _cleanup_free_ char *cache = image_cache_prepare(err);
+    if (!cache)
+        return -1;
+    _cleanup_close_ int lock = cache_lock(cache, err);
+    if (lock < 0)
+        return -1;
+    return tag_write(cache, tag, digest, err);
+}

@@ -1,5 +1,6 @@
 /* manifest.json: strict parsing and canonical serialisation (jansson). */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,17 @@ void mvm_manifest_free(struct mvm_manifest *m) {
     free(m->source_kind);
     free(m->source_ref);
     free(m->kernel_version);
+    free(m->source_lock_sha256);
+    free(m->source_profile);
+    free(m->source_nix_version);
+    free(m->source_builder_digest);
+    free(m->source_build_key);
+    for (size_t i = 0; i < m->n_packages; i++) {
+        free(m->packages[i].name);
+        free(m->packages[i].version);
+        free(m->packages[i].sha256);
+    }
+    free(m->packages);
     for (size_t i = 0; i < m->n_artifacts; i++)
         artifact_clear(&m->artifacts[i]);
     free(m->artifacts);
@@ -146,6 +158,37 @@ int mvm_manifest_to_json(const struct mvm_manifest *m, char **out, size_t *len, 
     bad |= set_str(root, "kernel_version", m->kernel_version);
     bad |= set_str(src, "kind", m->source_kind);
     bad |= set_str(src, "ref", m->source_ref);
+    /* optional provenance: present only when set, so older manifests keep their bytes */
+    static const struct {
+        const char *key;
+        size_t off;
+    } opt[] = {
+        {"lock_sha256", offsetof(struct mvm_manifest, source_lock_sha256)},
+        {"profile", offsetof(struct mvm_manifest, source_profile)},
+        {"nix_version", offsetof(struct mvm_manifest, source_nix_version)},
+        {"builder_digest", offsetof(struct mvm_manifest, source_builder_digest)},
+        {"build_key", offsetof(struct mvm_manifest, source_build_key)},
+    };
+    for (size_t i = 0; i < sizeof(opt) / sizeof(opt[0]); i++) {
+        const char *v = *(char *const *)((const char *)m + opt[i].off);
+        if (v)
+            bad |= set_str(src, opt[i].key, v);
+    }
+    if (m->n_packages > 0) {
+        json_t *pkgs = json_array();
+        if (!pkgs)
+            return mvm_error_set(err, ENOMEM, "out of memory");
+        bad |= json_object_set_new(src, "packages", pkgs);
+        for (size_t i = 0; i < m->n_packages; i++) {
+            json_t *o = json_object();
+            if (!o)
+                return mvm_error_set(err, ENOMEM, "out of memory");
+            bad |= set_str(o, "name", m->packages[i].name);
+            bad |= set_str(o, "version", m->packages[i].version);
+            bad |= set_str(o, "sha256", m->packages[i].sha256);
+            bad |= json_array_append_new(pkgs, o);
+        }
+    }
     for (size_t i = 0; i < m->n_artifacts; i++) {
         const struct mvm_artifact *a = &m->artifacts[i];
         if (a->size > (uint64_t)INT64_MAX)
@@ -249,10 +292,56 @@ static int parse_artifact(json_t *o, size_t idx, struct mvm_artifact *a, mvm_err
     return 0;
 }
 
+/* An optional string in the source object: absent -> NULL; hex -> 64 lowercase hex digits. */
+static int get_opt_str(json_t *src, const char *k, bool hex, char **out, mvm_error **err) {
+    if (!json_object_get(src, k))
+        return 0;
+    if (get_str(src, k, "source", true, out, err) < 0)
+        return -1;
+    if (hex && !image_is_hex(*out, MVM_DIGEST_HEX, MVM_DIGEST_HEX))
+        return mvm_error_set(err, MVM_EINTEGRITY,
+                             "manifest: source.%s must be 64 lowercase hex digits", k);
+    return 0;
+}
+
+static int parse_packages(json_t *src, struct mvm_manifest *m, mvm_error **err) {
+    static const char *const keys[] = {"name", "version", "sha256", NULL};
+    json_t *pkgs = json_object_get(src, "packages");
+    if (!pkgs)
+        return 0;
+    if (!json_is_array(pkgs) || json_array_size(pkgs) == 0)
+        return mvm_error_set(err, MVM_EINTEGRITY,
+                             "manifest: source.packages must be a non-empty array");
+    m->packages = calloc(json_array_size(pkgs), sizeof(*m->packages));
+    if (!m->packages)
+        return mvm_error_set(err, ENOMEM, "out of memory");
+    for (size_t i = 0; i < json_array_size(pkgs); i++) {
+        json_t *o = json_array_get(pkgs, i);
+        struct mvm_package *p = &m->packages[i];
+        char where[48];
+        snprintf(where, sizeof(where), "source.packages[%zu]", i);
+        m->n_packages = i + 1;
+        if (!json_is_object(o))
+            return mvm_error_set(err, MVM_EINTEGRITY, "manifest: %s must be an object", where);
+        if (check_keys(o, keys, where, err) < 0 ||
+            get_str(o, "name", where, true, &p->name, err) < 0 ||
+            get_str(o, "version", where, true, &p->version, err) < 0 ||
+            get_str(o, "sha256", where, true, &p->sha256, err) < 0)
+            return -1;
+        if (!image_is_hex(p->sha256, MVM_DIGEST_HEX, MVM_DIGEST_HEX))
+            return mvm_error_set(err, MVM_EINTEGRITY,
+                                 "manifest: %s (%s): sha256 must be 64 lowercase hex digits",
+                                 where, p->name);
+    }
+    return 0;
+}
+
 int mvm_manifest_from_json(const char *js, size_t len, struct mvm_manifest *out, mvm_error **err) {
     static const char *const keys[] = {"schema",         "name",   "created",   "cmdline",
                                        "kernel_version", "source", "artifacts", NULL};
-    static const char *const src_keys[] = {"kind", "ref", NULL};
+    static const char *const src_keys[] = {"kind",        "ref",            "lock_sha256",
+                                           "profile",     "nix_version",    "builder_digest",
+                                           "build_key",   "packages",       NULL};
     memset(out, 0, sizeof(*out));
     json_error_t je;
     _cleanup_json_ json_t *root = json_loadb(js, len, JSON_REJECT_DUPLICATES, &je);
@@ -283,9 +372,16 @@ int mvm_manifest_from_json(const char *js, size_t len, struct mvm_manifest *out,
     }
     if (check_keys(src, src_keys, "source", err) < 0 ||
         get_str(src, "kind", "source", true, &m.source_kind, err) < 0 ||
-        get_str(src, "ref", "source", true, &m.source_ref, err) < 0)
+        get_str(src, "ref", "source", true, &m.source_ref, err) < 0 ||
+        get_opt_str(src, "lock_sha256", true, &m.source_lock_sha256, err) < 0 ||
+        get_opt_str(src, "profile", false, &m.source_profile, err) < 0 ||
+        get_opt_str(src, "nix_version", false, &m.source_nix_version, err) < 0 ||
+        get_opt_str(src, "builder_digest", true, &m.source_builder_digest, err) < 0 ||
+        get_opt_str(src, "build_key", true, &m.source_build_key, err) < 0 ||
+        parse_packages(src, &m, err) < 0)
         goto fail;
-    if (strcmp(m.source_kind, "recipe") && strcmp(m.source_kind, "flake")) {
+    if (strcmp(m.source_kind, "recipe") && strcmp(m.source_kind, "flake") &&
+        strcmp(m.source_kind, "builder")) {
         mvm_error_set(err, MVM_EINTEGRITY, "manifest: unknown source kind '%s'", m.source_kind);
         goto fail;
     }

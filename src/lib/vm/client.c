@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <termios.h>
+#include <time.h>
 
 struct mvm_client {
     int fd;
@@ -191,16 +192,34 @@ int mvm_exec(const char *vm_name, const struct mvm_exec_opts *o, mvm_error **err
     struct mvm_frame_reader rd;
     mvm_frame_reader_init(&rd);
     uint8_t buf[32768];
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         struct pollfd pf[3] = {{.fd = c->fd, .events = POLLIN},
                                {.fd = stdin_open ? in : -1, .events = POLLIN},
                                {.fd = sfd, .events = POLLIN}};
-        if (poll(pf, 3, -1) < 0) {
+        int wait = -1;
+        if (o->timeout_ms > 0) {
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            long el = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+            if (el >= o->timeout_ms) {
+                mvm_frame_write(c->fd, MVM_F_SIGNAL, 1, "{\"signal\":9}", 12);
+                mvm_error_set(err, MVM_ETIMEOUT, "VM '%s': command timed out after %d s", vm_name,
+                              o->timeout_ms / 1000);
+                break;
+            }
+            wait = (int)(o->timeout_ms - el);
+        }
+        int pr = poll(pf, 3, wait);
+        if (pr < 0) {
             if (errno == EINTR)
                 continue;
             mvm_error_sys(err, "poll");
             break;
         }
+        if (pr == 0)
+            continue;
         if (pf[2].revents & POLLIN) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
@@ -248,10 +267,11 @@ int mvm_exec(const char *vm_name, const struct mvm_exec_opts *o, mvm_error **err
                     continue;
                 switch (h.type) {
                 case MVM_F_STDOUT:
-                    write_all(out, pl, h.len);
-                    break;
                 case MVM_F_STDERR:
-                    write_all(er, pl, h.len);
+                    if (o->on_output)
+                        o->on_output(o->output_ud, h.type == MVM_F_STDOUT ? 1 : 2, pl, h.len);
+                    else
+                        write_all(h.type == MVM_F_STDOUT ? out : er, pl, h.len);
                     break;
                 case MVM_F_EXIT: {
                     long long v;

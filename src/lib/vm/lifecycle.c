@@ -128,6 +128,13 @@ int mvm_vm_run(const struct mvm_run_opts *o, char **name_out, mvm_error **err) {
         .cpus = cpus, .mem_mib = mem, .boot_timeout_s = o->boot_timeout_s > 0 ? o->boot_timeout_s : 120,
         .created = time(NULL),
     };
+    if (o->n_disks > MVM_MAX_DISKS) {
+        mvm_error_set(err, MVM_EINVAL, "at most %d extra disks", MVM_MAX_DISKS);
+        goto fail;
+    }
+    for (size_t i = 0; i < o->n_disks; i++)
+        cfg.disks[i] = o->disks[i];
+    cfg.n_disks = o->n_disks;
     if (vm_config_write(dir, &cfg, err) < 0)
         goto fail;
 

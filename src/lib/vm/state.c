@@ -66,6 +66,8 @@ void vm_config_clear(struct vm_config *c) {
     free(c->backend);
     free(c->tier);
     free(c->accel);
+    for (size_t i = 0; i < c->n_disks; i++)
+        free((char *)c->disks[i].path);
     memset(c, 0, sizeof(*c));
 }
 
@@ -76,6 +78,11 @@ int vm_config_write(const char *dir, const struct vm_config *c, mvm_error **err)
                           "boot_timeout", c->boot_timeout_s, "created", (json_int_t)c->created);
     if (!j)
         return mvm_error_set(err, ENOMEM, "out of memory");
+    json_t *disks = json_array();
+    for (size_t i = 0; i < c->n_disks; i++)
+        json_array_append_new(disks, json_pack("{s:s, s:b}", "path", c->disks[i].path, "readonly",
+                                               c->disks[i].readonly));
+    json_object_set_new(j, "disks", disks);
     char *s = json_dumps(j, JSON_SORT_KEYS | JSON_INDENT(2));
     json_decref(j);
     if (!s)
@@ -117,6 +124,16 @@ int vm_config_read(const char *dir, struct vm_config *c, mvm_error **err) {
     c->mem_mib = json_integer_value(json_object_get(j, "memory_mib"));
     c->boot_timeout_s = json_integer_value(json_object_get(j, "boot_timeout"));
     c->created = json_integer_value(json_object_get(j, "created"));
+    json_t *disks = json_object_get(j, "disks");
+    for (size_t i = 0; i < json_array_size(disks) && i < MVM_MAX_DISKS; i++) {
+        const char *p = json_string_value(json_object_get(json_array_get(disks, i), "path"));
+        if (!p)
+            continue;
+        c->disks[c->n_disks].path = strdup(p);
+        c->disks[c->n_disks].readonly =
+            json_is_true(json_object_get(json_array_get(disks, i), "readonly"));
+        c->n_disks++;
+    }
     json_decref(j);
     if (!c->name || !c->image || !c->digest || !c->backend || !c->tier || !c->accel) {
         vm_config_clear(c);

@@ -19,6 +19,8 @@ struct vm_config {
     char *name, *image, *digest, *backend, *tier, *accel;
     int cpus, mem_mib, boot_timeout_s;
     long long created;
+    struct mvm_disk disks[MVM_MAX_DISKS]; /* paths owned (char *) */
+    size_t n_disks;
 };
 void vm_config_clear(struct vm_config *c);
 int vm_config_write(const char *dir, const struct vm_config *c, mvm_error **err);
