@@ -12,6 +12,7 @@
 #include "mvm/build.h"
 #include "mvm/paths.h"
 #include "mvm/vm.h"
+#include "build/build-internal.h"
 #include "image/image-internal.h"
 #include "log.h"
 #include "util.h"
@@ -130,19 +131,12 @@ static int tree_hash(EVP_MD_CTX *ctx, const char *root, const char *rel, mvm_err
     return r;
 }
 
-/* Key of everything that determines the result: source tree, profile, builder image,
- * the agent that gets added, and the flags. */
-static int build_key(const struct mvm_flake_build_opts *o, const char *profile,
-                     const mvm_image *builder, const char *agent_sha, char hex[65], mvm_error **err) {
+int build_source_hash(const char *dir, char hex[65], mvm_error **err) {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (!ctx)
         return mvm_error_set(err, ENOMEM, "out of memory");
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-    char head[512];
-    int hl = snprintf(head, sizeof(head), "mvm-flake-build-v1\nprofile=%s\nbuilder=%s\nagent=%s\nonline=%d\n",
-                      profile, builder->digest, agent_sha, o->online);
-    EVP_DigestUpdate(ctx, head, hl);
-    int r = tree_hash(ctx, o->flake_dir, "", err);
+    int r = tree_hash(ctx, dir, "", err);
     unsigned char md[32];
     unsigned int mdl = 0;
     EVP_DigestFinal_ex(ctx, md, &mdl);
@@ -150,6 +144,21 @@ static int build_key(const struct mvm_flake_build_opts *o, const char *profile,
     for (int i = 0; i < 32; i++)
         sprintf(hex + 2 * i, "%02x", md[i]);
     return r;
+}
+
+/* Key of everything that determines the result: source tree, profile, builder image,
+ * the agent that gets added, and the flags. */
+static int build_key(const struct mvm_flake_build_opts *o, const char *profile,
+                     const mvm_image *builder, const char *agent_sha, char hex[65], mvm_error **err) {
+    char src[65];
+    if (build_source_hash(o->flake_dir, src, err) < 0)
+        return -1;
+    char head[512];
+    int hl = snprintf(head, sizeof(head),
+                      "mvm-flake-build-v1\nprofile=%s\nbuilder=%s\nagent=%s\nonline=%d\nsource=%s\n",
+                      profile, builder->digest, agent_sha, o->online, src);
+    image_sha256_buf(head, hl, hex);
+    return 0;
 }
 
 /* ---- helpers ---- */
@@ -227,40 +236,49 @@ static void on_job_output(void *ud, int stream, const void *data, size_t len) {
     }
 }
 
-/* Last few non-empty lines of the job's output, joined with " | " for a one-line error. */
-static void log_last_lines(const struct job_log *l, int nlines, char *out, size_t outlen) {
-    size_t end = l->len;
+void build_last_lines(const char *buf, size_t len, int nlines, char *out, size_t outlen) {
+    if (len > LOG_TAIL) {
+        buf += len - LOG_TAIL;
+        len = LOG_TAIL;
+    }
+    /* find where the last nlines non-empty lines start */
+    size_t start = len;
     int got = 0;
-    size_t start = end;
     while (start > 0 && got < nlines) {
         size_t e = start;
-        while (e > 0 && (l->tail[e - 1] == '\n' || l->tail[e - 1] == '\r'))
+        while (e > 0 && (buf[e - 1] == '\n' || buf[e - 1] == '\r'))
             e--;
         size_t s = e;
-        while (s > 0 && l->tail[s - 1] != '\n')
+        while (s > 0 && buf[s - 1] != '\n')
             s--;
         if (e > s)
             got++;
         start = s;
     }
     size_t o = 0;
-    for (size_t i = start; i < end && o + 4 < outlen; i++) {
-        char ch = l->tail[i];
-        if (ch == '\n') {
-            if (o > 0 && i + 1 < end && o + 3 < outlen) {
-                memcpy(out + o, " | ", 3);
-                o += 3;
-            }
+    bool pending_sep = false;
+    for (size_t i = start; i < len && o + 1 < outlen; i++) {
+        char ch = buf[i];
+        if (ch == '\n' || ch == '\r') {
+            pending_sep = o > 0;
             continue;
+        }
+        if (pending_sep) {
+            if (o + 4 >= outlen)
+                break;
+            memcpy(out + o, " | ", 3);
+            o += 3;
+            pending_sep = false;
         }
         out[o++] = (unsigned char)ch < 0x20 ? ' ' : ch;
     }
-    out[o] = 0;
+    if (outlen)
+        out[o] = 0;
 }
 
 /* Checks every extracted file against the list the builder wrote (sha256sum format), which
  * also catches files truncated by a full disk during extraction. */
-static int verify_extracted(const char *dir, const char *list, mvm_error **err) {
+int build_verify_extracted(const char *dir, const char *list, mvm_error **err) {
     _cleanup_fclose_ FILE *f = fopen(list, "re");
     if (!f)
         return mvm_error_sys(err, "builder output has no file list (%s)", list);
@@ -455,7 +473,7 @@ static int run_builder(struct job *j, const char *src_img, const char *out_img, 
         return mvm_error_wrap(err, "builder");
     if (st != 0) {
         char tail[1200];
-        log_last_lines(&lg, 4, tail, sizeof(tail));
+        build_last_lines(lg.tail, lg.len, 4, tail, sizeof(tail));
         return mvm_error_set(err, EIO, "build failed (exit %d): %s", st, tail[0] ? tail : "no output");
     }
     /* the nix version line the job printed for provenance */
@@ -636,7 +654,7 @@ static int flake_build(struct job *jp, mvm_image **out, mvm_error **err) {
     _cleanup_free_ char *result = join(res, "result"), *list = join(res, ".mvm/files.sha256");
     if (!result || !list)
         return oom(err);
-    if (verify_extracted(result, list, err) < 0)
+    if (build_verify_extracted(result, list, err) < 0)
         return -1;
 
     /* assemble the image: rootfs, kernel, initramfs */

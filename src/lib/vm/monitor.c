@@ -10,6 +10,7 @@
 #include "mvm/image.h"
 #include "mvm/paths.h"
 #include "mvm/proto.h"
+#include "image/image-internal.h"
 #include "log.h"
 #include "proc.h"
 #include "util.h"
@@ -493,10 +494,10 @@ static int monitor_setup(struct monitor *m, mvm_error **err) {
     m->be = mvm_backend_by_name(m->cfg.backend);
     if (!m->be)
         return mvm_error_set(err, MVM_EINVAL, "unknown backend %s", m->cfg.backend);
-    _cleanup_free_ char *ref = NULL;
-    if (asprintf(&ref, "sha256:%s", m->cfg.digest) < 0)
-        return mvm_error_set(err, ENOMEM, "out of memory");
-    if (mvm_image_resolve(ref, &m->img, err) < 0)
+    /* `run` verified every artifact just before starting this monitor (hash-on-load); not
+     * touching libcrypto here keeps the monitor's memory small */
+    _cleanup_free_ char *cache = mvm_path_cache(err);
+    if (!cache || image_load_digest_checked(cache, m->cfg.digest, false, &m->img, err) < 0)
         return -1;
     enum mvm_accel accel;
     if (mvm_accel_parse(m->cfg.accel, &accel, err) < 0)
