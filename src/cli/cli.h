@@ -31,6 +31,7 @@ int cmd_build(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
 int cmd_audit_flake(int argc, char **argv);
 int cmd_builder(int argc, char **argv);
+int cmd_rmi(int argc, char **argv);
 int cmd_monitor(int argc, char **argv);
 
 /* ---- errors and progress ---- */

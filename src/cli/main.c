@@ -23,6 +23,7 @@ static const struct {
     {"stop", cmd_stop, "Stop running microVMs"},
     {"rm", cmd_rm, "Remove microVMs"},
     {"images", cmd_images, "List cached images"},
+    {"rmi", cmd_rmi, "Remove images"},
     {"build", cmd_build, "Build the default image, or an image from a Nix flake"},
     {"builder", cmd_builder, "Show, rebuild or remove the Nix builder image"},
     {"doctor", cmd_doctor, "Explain what this host can run and why"},

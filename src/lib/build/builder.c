@@ -703,13 +703,54 @@ out:
     return rc;
 }
 
+/* true when the file at path inside the image's rootfs has the same bytes as host file */
+static bool rootfs_file_same(const mvm_image *img, const char *path, const char *host) {
+    _cleanup_free_ char *rootfs = mvm_image_artifact_path(img, "rootfs"), *cmd = NULL,
+                        *want = NULL;
+    size_t want_len = 0;
+    mvm_error *e = NULL;
+    if (!rootfs || asprintf(&cmd, "cat %s", path) < 0 ||
+        mvm_read_file(host, 64 * MIB, &want, &want_len, &e) < 0) {
+        mvm_error_free(e);
+        return false;
+    }
+    const char *argv[] = {"debugfs", "-R", cmd, rootfs, NULL};
+    const char *env[] = {"LC_ALL=C", NULL};
+    struct image_cmd c = {.argv = argv, .env = env, .in_fd = -1, .out_fd = -1};
+    bool same = image_run(&c, &e) == 0 && c.out_len == want_len &&
+                memcmp(c.out, want, want_len) == 0;
+    image_cmd_clear(&c);
+    mvm_error_free(e);
+    return same;
+}
+
+/* A cached builder is current when its guest tools equal the ones this mvm ships. */
+static bool builder_current(const mvm_image *img, const char *guest) {
+    _cleanup_free_ char *agent = guest ? join(guest, "mvm-agent") : NULL, *job = NULL;
+    mvm_error *e = NULL;
+    if (!agent || find_build_job(guest, &job, &e) < 0) {
+        mvm_error_free(e);
+        return true; /* nothing to compare with: keep what is there */
+    }
+    return rootfs_file_same(img, "/usr/sbin/mvm-build-job", job) &&
+           rootfs_file_same(img, "/usr/sbin/mvm-agent", agent);
+}
+
 int mvm_builder_ensure(const struct mvm_build_opts *o, mvm_image **out, mvm_error **err) {
     struct image_progress pr = {.fn = o ? o->progress : NULL, .ud = o ? o->progress_ud : NULL};
     if (!(o && o->force)) {
         mvm_error *e = NULL;
-        if (mvm_image_resolve(MVM_BUILDER_TAG, out, &e) == 0) {
-            PROGRESS(&pr, "builder: sha256:%.12s… (cached)", (*out)->digest);
-            return 0;
+        mvm_image *img = NULL;
+        if (mvm_image_resolve(MVM_BUILDER_TAG, &img, &e) == 0) {
+            const char *guest = o && o->guest_dir ? o->guest_dir : guest_dir_default();
+            if (builder_current(img, guest)) {
+                PROGRESS(&pr, "builder: sha256:%.12s… (cached)", img->digest);
+                *out = img;
+                return 0;
+            }
+            PROGRESS(&pr, "builder: sha256:%.12s… has older guest tools; rebuilding",
+                     img->digest);
+            mvm_image_free(img);
         }
         mvm_error_free(e);
     }
