@@ -724,13 +724,26 @@ static bool rootfs_file_same(const mvm_image *img, const char *path, const char 
     return same;
 }
 
-/* A cached builder is current when its guest tools equal the ones this mvm ships. */
-static bool builder_current(const mvm_image *img, const char *guest) {
+/* A cached builder is current when its guest tools equal the ones this mvm ships and its
+ * kernel + initramfs (with mvm-init) are those of the current default image. */
+static bool builder_current(const struct mvm_build_opts *o, const mvm_image *img, const char *guest) {
     _cleanup_free_ char *agent = guest ? join(guest, "mvm-agent") : NULL, *job = NULL;
     mvm_error *e = NULL;
     if (!agent || find_build_job(guest, &job, &e) < 0) {
         mvm_error_free(e);
         return true; /* nothing to compare with: keep what is there */
+    }
+    _cleanup_(mvm_image_freep) mvm_image *base = NULL;
+    if (base_image(o, &base, &e) < 0) {
+        mvm_error_free(e);
+        return false;
+    }
+    static const char *const shared[] = {"kernel", "initrd"};
+    for (size_t i = 0; i < ARRAY_SIZE(shared); i++) {
+        const struct mvm_artifact *a = mvm_manifest_find(&img->manifest, shared[i]),
+                                  *b = mvm_manifest_find(&base->manifest, shared[i]);
+        if (!a || !b || strcmp(a->sha256, b->sha256))
+            return false;
     }
     return rootfs_file_same(img, "/usr/sbin/mvm-build-job", job) &&
            rootfs_file_same(img, "/usr/sbin/mvm-agent", agent);
@@ -743,7 +756,7 @@ int mvm_builder_ensure(const struct mvm_build_opts *o, mvm_image **out, mvm_erro
         mvm_image *img = NULL;
         if (mvm_image_resolve(MVM_BUILDER_TAG, &img, &e) == 0) {
             const char *guest = o && o->guest_dir ? o->guest_dir : guest_dir_default();
-            if (builder_current(img, guest)) {
+            if (builder_current(o, img, guest)) {
                 PROGRESS(&pr, "builder: sha256:%.12s… (cached)", img->digest);
                 *out = img;
                 return 0;

@@ -267,8 +267,8 @@ out:
 static void manifest_clear(struct mvm_manifest *m) { mvm_manifest_free(m); }
 
 static int build(const struct mvm_build_opts *o, const char *tag, const char *guest,
-                 const char *cache, const char *bdir, const struct image_progress *pr,
-                 mvm_image **out, mvm_error **err) {
+                 const char *key, const char *cache, const char *bdir,
+                 const struct image_progress *pr, mvm_image **out, mvm_error **err) {
     _cleanup_free_ char *img = NULL, *work = NULL, *init = NULL, *agent = NULL, *busybox = NULL;
     (void)o;
     JOIN_OR_FAIL(img, bdir, "img");
@@ -346,9 +346,10 @@ static int build(const struct mvm_build_opts *o, const char *tag, const char *gu
     m.source_kind = strdup("recipe");
     m.source_ref = strdup("default");
     m.kernel_version = strdup(k.version);
+    m.source_build_key = strdup(key);
     m.artifacts = calloc(ARRAY_SIZE(arts), sizeof(*m.artifacts));
     if (!m.name || !m.created || !m.cmdline || !m.source_kind || !m.source_ref ||
-        !m.kernel_version || !m.artifacts) {
+        !m.kernel_version || !m.source_build_key || !m.artifacts) {
         mvm_error_set(err, ENOMEM, "out of memory");
         goto out;
     }
@@ -379,6 +380,24 @@ out:
     return rc;
 }
 
+/* What a default image depends on besides the kernel package: the recipe's revision and the
+ * guest binaries baked into it. A cached image with another key is stale (mvm was upgraded
+ * or rebuilt) and is built again; kernel updates need --force. */
+#define DEFAULT_RECIPE_REV "default-recipe-2"
+static int recipe_key(const char *guest, char key[MVM_DIGEST_HEX + 1], mvm_error **err) {
+    char init_sha[MVM_DIGEST_HEX + 1], agent_sha[MVM_DIGEST_HEX + 1];
+    _cleanup_free_ char *init = NULL, *agent = NULL;
+    if (need_file(guest, "mvm-init", &init, err) < 0 || need_file(guest, "mvm-agent", &agent, err) < 0 ||
+        image_sha256_file(init, init_sha, NULL, err) < 0 ||
+        image_sha256_file(agent, agent_sha, NULL, err) < 0)
+        return -1;
+    char buf[256];
+    int n = snprintf(buf, sizeof(buf), "%s\ninit=%s\nagent=%s\n", DEFAULT_RECIPE_REV, init_sha,
+                     agent_sha);
+    image_sha256_buf(buf, (size_t)n, key);
+    return 0;
+}
+
 int mvm_image_build_default(const struct mvm_build_opts *o, mvm_image **out, mvm_error **err) {
     const char *tag = o && o->tag ? o->tag : "default";
     if (image_tag_validate(tag, err) < 0)
@@ -387,12 +406,21 @@ int mvm_image_build_default(const struct mvm_build_opts *o, mvm_image **out, mvm
     if (!guest)
         return mvm_error_set(err, EINVAL, "no guest directory (mvm-init, mvm-agent) given");
     struct image_progress pr = {.fn = o ? o->progress : NULL, .ud = o ? o->progress_ud : NULL};
+    char key[MVM_DIGEST_HEX + 1];
+    if (recipe_key(guest, key, err) < 0)
+        return -1;
     if (!(o && o->force)) {
         mvm_error *e = NULL;
         if (mvm_image_resolve(tag, out, &e) == 0) {
-            PROGRESS(&pr, "image %s: sha256:%.12s… (cached; use --force to rebuild)", tag,
-                     (*out)->digest);
-            return 0;
+            const char *have = (*out)->manifest.source_build_key;
+            if (have && !strcmp(have, key)) {
+                PROGRESS(&pr, "image %s: sha256:%.12s… (cached; use --force to rebuild)", tag,
+                         (*out)->digest);
+                return 0;
+            }
+            PROGRESS(&pr, "image %s: built from other guest binaries; rebuilding", tag);
+            mvm_image_free(*out);
+            *out = NULL;
         }
         mvm_error_free(e);
     }
@@ -404,7 +432,7 @@ int mvm_image_build_default(const struct mvm_build_opts *o, mvm_image **out, mvm
         return mvm_error_set(err, ENOMEM, "out of memory");
     if (!mkdtemp(bdir))
         return mvm_error_sys(err, "cannot create %s", bdir);
-    int rc = build(o, tag, guest, cache, bdir, &pr, out, err);
+    int rc = build(o, tag, guest, key, cache, bdir, &pr, out, err);
     mvm_error *e = NULL;
     if (mvm_rm_rf(bdir, &e) < 0 && rc == 0)
         PROGRESS(&pr, "warning: %s", e->msg);
