@@ -381,6 +381,43 @@ static int inject_agent_ext4(const char *img, const char *agent, mvm_error **err
     return 0;
 }
 
+/* The Nix store makes everything read-only; a root filesystem wants its owner-writable bits
+ * back, /tmp sticky and world-writable, /root private. Symlinks are left alone. */
+static int restore_modes(const char *path, bool top, mvm_error **err) {
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return mvm_error_sys(err, "stat %s", path);
+    if (S_ISLNK(st.st_mode))
+        return 0;
+    if (chmod(path, (st.st_mode & 07777) | 0200) < 0)
+        return mvm_error_sys(err, "chmod %s", path);
+    if (!S_ISDIR(st.st_mode))
+        return 0;
+    _cleanup_closedir_ DIR *d = opendir(path);
+    if (!d)
+        return mvm_error_sys(err, "cannot read %s", path);
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        _cleanup_free_ char *c = join(path, de->d_name);
+        if (!c)
+            return mvm_error_set(err, ENOMEM, "out of memory");
+        if (restore_modes(c, false, err) < 0)
+            return -1;
+    }
+    if (top) {
+        _cleanup_free_ char *tmp = join(path, "tmp"), *root = join(path, "root");
+        if (!tmp || !root)
+            return mvm_error_set(err, ENOMEM, "out of memory");
+        if (lstat(tmp, &st) == 0 && S_ISDIR(st.st_mode) && chmod(tmp, 01777) < 0)
+            return mvm_error_sys(err, "chmod %s", tmp);
+        if (lstat(root, &st) == 0 && S_ISDIR(st.st_mode) && chmod(root, 0700) < 0)
+            return mvm_error_sys(err, "chmod %s", root);
+    }
+    return 0;
+}
+
 /* Puts the agent into an extracted rootfs/ tree. */
 static int inject_agent_dir(const char *rootdir, const char *agent, mvm_error **err) {
     _cleanup_free_ char *sbin = join(rootdir, "sbin"), *dst = join(rootdir, "sbin/mvm-agent");
@@ -666,7 +703,7 @@ static int flake_build(struct job *jp, mvm_image **out, mvm_error **err) {
             return -1;
     } else if (exists(result, "rootfs")) {
         _cleanup_free_ char *rd = join(result, "rootfs");
-        if (inject_agent_dir(rd, agent, err) < 0)
+        if (restore_modes(rd, true, err) < 0 || inject_agent_dir(rd, agent, err) < 0)
             return -1;
         progress(o, "build: packing rootfs/ into ext4 (mke2fs -d, deterministic)");
         if (image_ext4_from_dir(rd, rootfs, "mvm-root", NULL, err) < 0)
@@ -697,10 +734,9 @@ static int flake_build(struct job *jp, mvm_image **out, mvm_error **err) {
         fr |= copy_file(s, d, 0644, err);
         fr |= fr ? 0 : add_art(&A, img, "kernel-bzimage", "vmlinuz", "bzimage", err);
     }
-    const char *idir = exists(result, "initrd") ? result : J->def->dir;
+    /* always mvm's initramfs: mvm-init is what starts the agent */
     if (!fr) {
-        _cleanup_free_ char *s = join(idir, idir == result ? "initrd" : "initrd.img"),
-                            *d = join(img, "initrd.img");
+        _cleanup_free_ char *s = join(J->def->dir, "initrd.img"), *d = join(img, "initrd.img");
         fr |= copy_file(s, d, 0644, err);
         fr |= fr ? 0 : add_art(&A, img, "initrd", "initrd.img", "cpio-newc", err);
     }
