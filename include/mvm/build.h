@@ -31,6 +31,7 @@ struct mvm_flake_build_opts {
     const char *tag;         /* default: the flake directory's base name */
     bool online;             /* allow network inside the builder */
     bool force;              /* ignore the build-key cache */
+    bool nix_rebuild;        /* nix build --rebuild: rebuild and fail if the output differs */
     int timeout_s;           /* whole build, default 1800 */
     const char *guest_dir;
     const char *monitor_exe; /* mvmctl, re-executed as the builder VM's monitor */

@@ -43,7 +43,7 @@ static const char usage[] =
     "  mvmctl build --flake ./examples/hello-app --name hello && mvmctl run --rm hello -- hello-mvm\n";
 
 static int flake_build(const char *dir, const char *profile, const char *tag, bool force, bool quiet,
-                       int timeout_s, mvm_image **out, mvm_error **err) {
+                       int timeout_s, bool rebuild, mvm_image **out, mvm_error **err) {
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     if (n <= 0)
@@ -52,7 +52,7 @@ static int flake_build(const char *dir, const char *profile, const char *tag, bo
     struct mvm_flake_build_opts o = {
         .flake_dir = dir, .profile = profile, .tag = tag, .force = force, .timeout_s = timeout_s,
         .guest_dir = cli_guest_dir(), .monitor_exe = exe,
-        .progress = quiet ? NULL : cli_progress, .log_fd = quiet ? -1 : 2,
+        .progress = quiet ? NULL : cli_progress, .log_fd = quiet ? -1 : 2, .nix_rebuild = rebuild,
     };
     return mvm_flake_build(&o, out, err);
 }
@@ -139,16 +139,19 @@ int cmd_build(int argc, char **argv) {
         printf("%s sha256:%s\n", tag, img->digest);
         return 0;
     }
-    if (flake_build(flake, profile, tag, force || check, quiet, timeout_s, &img, &err) < 0)
+    if (flake_build(flake, profile, tag, force || check, quiet, timeout_s, false, &img, &err) < 0)
         return cli_error(err);
     if (check) {
         _cleanup_(mvm_image_freep) mvm_image *again = NULL;
         if (!quiet)
-            cli_progress(NULL, "check: building a second time from scratch");
-        if (flake_build(flake, profile, tag, true, quiet, timeout_s, &again, &err) < 0)
+            cli_progress(NULL, "check: building a second time (nix build --rebuild)");
+        if (flake_build(flake, profile, tag, true, quiet, timeout_s, true, &again, &err) < 0)
             return cli_error(err);
         return check_reproducible(img, again);
     }
-    printf("%s sha256:%s\n", img->manifest.name, img->digest);
+    /* the tag the library used: --name, else the flake directory's name */
+    _cleanup_free_ char *abs = tag ? NULL : realpath(flake, NULL);
+    const char *base = abs ? strrchr(abs, '/') : NULL;
+    printf("%s sha256:%s\n", tag ? tag : base && base[1] ? base + 1 : img->manifest.name, img->digest);
     return 0;
 }

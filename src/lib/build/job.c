@@ -500,7 +500,12 @@ static int run_builder(struct job *j, const char *src_img, const char *out_img, 
     free(created);
     progress(o, "builder: ready after %.1f s; nix build .#packages.x86_64-linux.%s", ms_since(&t0) / 1000.0,
              j->profile);
-    char *argv[] = {"/sbin/mvm-build-job", (char *)j->profile, o->online ? "--online" : NULL, NULL};
+    char *argv[5] = {"/sbin/mvm-build-job", (char *)j->profile};
+    int ac = 2;
+    if (o->online)
+        argv[ac++] = "--online";
+    if (o->nix_rebuild)
+        argv[ac++] = "--rebuild";
     struct job_log lg = {.fd = o->log_fd};
     struct mvm_exec_opts eo = {.argv = argv, .in_fd = -1, .out_fd = -1, .err_fd = -1,
                                .on_output = on_job_output, .output_ud = &lg,
