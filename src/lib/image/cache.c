@@ -141,22 +141,7 @@ static void fsync_dir(const char *dir) {
 
 /* ---- images ---- */
 
-void mvm_image_free(mvm_image *img) {
-    if (!img)
-        return;
-    free(img->digest);
-    free(img->dir);
-    mvm_manifest_free(&img->manifest);
-    free(img);
-}
 
-char *mvm_image_artifact_path(const mvm_image *img, const char *name) {
-    const struct mvm_artifact *a = mvm_manifest_find(&img->manifest, name);
-    char *p = NULL;
-    if (!a || asprintf(&p, "%s/%s", img->dir, a->file) < 0)
-        return NULL;
-    return p;
-}
 
 static char *short_hex(const char *hex, char buf[16]) {
     snprintf(buf, 16, "%.12s", hex);
@@ -164,47 +149,33 @@ static char *short_hex(const char *hex, char buf[16]) {
 }
 
 int image_load_digest(const char *cache, const char *digest, mvm_image **out, mvm_error **err) {
-    return image_load_digest_checked(cache, digest, true, out, err);
-}
-
-int image_load_digest_checked(const char *cache, const char *digest, bool check, mvm_image **out,
-                              mvm_error **err) {
-    _cleanup_free_ char *dir = NULL, *mpath = NULL, *bytes = NULL;
-    size_t len = 0;
-    if (!image_is_hex(digest, MVM_DIGEST_HEX, MVM_DIGEST_HEX))
-        return mvm_error_set(err, MVM_EINTEGRITY, "invalid image digest '%s'", digest);
-    if (asprintf(&dir, "%s/images/%s", cache, digest) < 0 ||
-        asprintf(&mpath, "%s/" IMAGE_MANIFEST_FILE, dir) < 0)
-        return mvm_error_set(err, ENOMEM, "out of memory");
-    if (access(dir, F_OK) < 0)
-        return mvm_error_set(err, MVM_ENOTFOUND, "image sha256:%.12s is missing from the cache",
-                             digest);
-    if (mvm_read_file(mpath, IMAGE_MANIFEST_MAX, &bytes, &len, err) < 0)
+    mvm_image *img = NULL;
+    if (image_load_unchecked(cache, digest, &img, err) < 0)
         return -1;
-    char hex[MVM_DIGEST_HEX + 1] = "", a[16], b[16];
-    if (check)
-        image_sha256_buf(bytes, len, hex);
-    if (check && strcmp(hex, digest))
+    /* the manifest's bytes are what the digest names */
+    _cleanup_free_ char *mpath = NULL, *bytes = NULL;
+    size_t len = 0;
+    char hex[MVM_DIGEST_HEX + 1], a[16], b[16];
+    if (asprintf(&mpath, "%s/" IMAGE_MANIFEST_FILE, img->dir) < 0) {
+        mvm_image_free(img);
+        return mvm_error_set(err, ENOMEM, "out of memory");
+    }
+    if (mvm_read_file(mpath, IMAGE_MANIFEST_MAX, &bytes, &len, err) < 0) {
+        mvm_image_free(img);
+        return -1;
+    }
+    image_sha256_buf(bytes, len, hex);
+    if (strcmp(hex, digest)) {
+        mvm_image_free(img);
         return mvm_error_set(err, MVM_EINTEGRITY,
                              "image sha256:%.12s: " IMAGE_MANIFEST_FILE
                              ": SHA-256 mismatch (expected %s…, got %s…); refusing to boot",
                              digest, short_hex(digest, a), short_hex(hex, b));
-    mvm_image *img = calloc(1, sizeof(*img));
-    if (!img)
-        return mvm_error_set(err, ENOMEM, "out of memory");
-    if (mvm_manifest_from_json(bytes, len, &img->manifest, err) < 0) {
-        free(img);
-        return mvm_error_wrap(err, "image sha256:%.12s", digest);
-    }
-    img->digest = strdup(digest);
-    img->dir = steal_pointer(&dir);
-    if (!img->digest) {
-        mvm_image_free(img);
-        return mvm_error_set(err, ENOMEM, "out of memory");
     }
     *out = img;
     return 0;
 }
+
 
 /* Reads <cache>/tags/<tag>; 0 and *digest on success, 1 if there is no such tag. */
 static int tag_read(const char *cache, const char *tag, char **digest, mvm_error **err) {

@@ -62,10 +62,10 @@ int image_publish(const char *build_dir, const struct mvm_manifest *m, const cha
 int image_tag_set(const char *tag, const char *digest, mvm_error **err);
 /* Loads <cache>/images/<digest> (checks manifest bytes against the digest). */
 int image_load_digest(const char *cache, const char *digest, mvm_image **out, mvm_error **err);
-/* Same; check=false skips re-hashing the manifest (for a process that runs right after its
- * caller verified the image, and must stay small: the per-VM monitor). */
-int image_load_digest_checked(const char *cache, const char *digest, bool check, mvm_image **out,
-                              mvm_error **err);
+/* ---- load.c ---- */
+/* Same without re-hashing the manifest, for a process that runs right after its caller
+ * verified the image and must stay small (the per-VM monitor: no libcrypto). */
+int image_load_unchecked(const char *cache, const char *digest, mvm_image **out, mvm_error **err);
 
 /* ---- modules.c ---- */
 struct image_module {

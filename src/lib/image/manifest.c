@@ -85,6 +85,14 @@ int image_tag_validate(const char *tag, mvm_error **err) {
     return 0;
 }
 
+bool image_is_hex(const char *s, size_t min, size_t max) {
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
+            return false;
+    return n >= min && n <= max;
+}
+
 int mvm_image_ref_validate(const char *ref, mvm_error **err) {
     if (ref && !strncmp(ref, "sha256:", 7)) {
         if (!image_is_hex(ref + 7, 12, MVM_DIGEST_HEX))
@@ -116,27 +124,6 @@ char *image_created_now(void) {
     return strdup(buf);
 }
 
-int image_artifact_fill(struct mvm_artifact *art, const char *dir, const char *name,
-                        const char *file, const char *format, mvm_error **err) {
-    memset(art, 0, sizeof(*art));
-    _cleanup_free_ char *path = NULL;
-    if (asprintf(&path, "%s/%s", dir, file) < 0)
-        return mvm_error_set(err, ENOMEM, "out of memory");
-    char hex[MVM_DIGEST_HEX + 1];
-    uint64_t size;
-    if (image_sha256_file(path, hex, &size, err) < 0)
-        return -1;
-    art->name = strdup(name);
-    art->file = strdup(file);
-    art->format = strdup(format);
-    art->sha256 = strdup(hex);
-    art->size = size;
-    if (!art->name || !art->file || !art->format || !art->sha256) {
-        artifact_clear(art);
-        return mvm_error_set(err, ENOMEM, "out of memory");
-    }
-    return 0;
-}
 
 /* ---- serialisation ---- */
 

@@ -22,13 +22,6 @@ static void to_hex(const unsigned char *md, unsigned len, char *hex) {
     hex[2 * len] = '\0';
 }
 
-bool image_is_hex(const char *s, size_t min, size_t max) {
-    size_t n = 0;
-    for (; s[n]; n++)
-        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
-            return false;
-    return n >= min && n <= max;
-}
 
 void image_sha256_buf(const void *data, size_t len, char hex[MVM_DIGEST_HEX + 1]) {
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -94,5 +87,31 @@ int image_sha256_file(const char *path, char hex[MVM_DIGEST_HEX + 1], uint64_t *
         return mvm_error_sys(err, "cannot open %s", path);
     if (image_sha256_fd(fd, hex, size_out, err) < 0)
         return mvm_error_wrap(err, "%s", path);
+    return 0;
+}
+
+int image_artifact_fill(struct mvm_artifact *art, const char *dir, const char *name,
+                        const char *file, const char *format, mvm_error **err) {
+    memset(art, 0, sizeof(*art));
+    _cleanup_free_ char *path = NULL;
+    if (asprintf(&path, "%s/%s", dir, file) < 0)
+        return mvm_error_set(err, ENOMEM, "out of memory");
+    char hex[MVM_DIGEST_HEX + 1];
+    uint64_t size;
+    if (image_sha256_file(path, hex, &size, err) < 0)
+        return -1;
+    art->name = strdup(name);
+    art->file = strdup(file);
+    art->format = strdup(format);
+    art->sha256 = strdup(hex);
+    art->size = size;
+    if (!art->name || !art->file || !art->format || !art->sha256) {
+        free(art->name);
+        free(art->file);
+        free(art->format);
+        free(art->sha256);
+        memset(art, 0, sizeof(*art));
+        return mvm_error_set(err, ENOMEM, "out of memory");
+    }
     return 0;
 }

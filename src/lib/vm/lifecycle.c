@@ -171,6 +171,18 @@ int mvm_vm_run(const struct mvm_run_opts *o, char **name_out, mvm_error **err) {
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        /* the small dedicated monitor binary, beside mvmctl (build tree) or installed in
+         * libexec; else mvmctl itself in monitor mode */
+        char small[4096];
+        const char *slash = strrchr(o->monitor_exe, '/');
+        snprintf(small, sizeof(small), "%.*smvm-monitor", slash ? (int)(slash - o->monitor_exe + 1) : 0,
+                 o->monitor_exe);
+        if (access(small, X_OK) != 0)
+            snprintf(small, sizeof(small), "%s/mvm-monitor", MVM_GUEST_DIR_INSTALL);
+        if (access(small, X_OK) == 0) {
+            char *argv[] = {small, dir, fdbuf, NULL};
+            execv(small, argv);
+        }
         char *argv[] = {(char *)o->monitor_exe, "__monitor", dir, fdbuf, NULL};
         execv(o->monitor_exe, argv);
         _exit(127);

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Benchmark (not a test) of `mvmctl build --flake`, in one run, in a fresh cache:
+#   cold bootstrap   default image + builder image (kernel and nix-bin closure downloaded)
+#   first build      examples/busybox-rootfs, cold Nix store
+#   warm build       the same flake changed (a new derivation), warm Nix store
+#   unchanged build  the same inputs again: a cache hit
+# and the ratio first/warm. Usage: scripts/bench-build.sh   (MVMCTL, BENCH_KEEP_CACHE=1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mvmctl=$(realpath "${MVMCTL:-build/mvmctl}")
+[[ -x "$mvmctl" ]] || { echo "bench-build: $mvmctl not found (run scripts/build.sh)" >&2; exit 1; }
+W=$(mktemp -d /tmp/mvmbb.XXXX)
+export MVM_CACHE_DIR="$W/cache" MVM_RUNTIME_DIR="$W/run"
+cleanup() {
+    for n in $("$mvmctl" ls -a -q 2>/dev/null); do "$mvmctl" rm -f "$n" >/dev/null 2>&1 || true; done
+    [[ "${BENCH_KEEP_CACHE:-0}" == 1 ]] && echo "cache kept in $MVM_CACHE_DIR" || rm -rf -- "$W"
+}
+trap cleanup EXIT
+
+cp -a examples/busybox-rootfs "$W/flake"
+cp "$(command -v busybox || echo /bin/busybox)" "$W/flake/busybox"
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+timed() { # timed VAR CMD... : runs CMD quietly, stores its wall time in ms
+    local var=$1 s
+    shift
+    s=$(now_ms)
+    "$@" >"$W/log" 2>&1 || { echo "bench-build: $* failed:" >&2; tail -5 "$W/log" >&2; exit 1; }
+    printf -v "$var" '%s' $(($(now_ms) - s))
+}
+
+timed cold "$mvmctl" builder rebuild
+timed first "$mvmctl" build --flake "$W/flake" --name bench
+sed -i 's/marker = "mvm-example busybox-rootfs"/marker = "changed"/' "$W/flake/flake.nix"
+timed warm "$mvmctl" build --flake "$W/flake" --name bench
+timed hit "$mvmctl" build --flake "$W/flake" --name bench
+
+awk -v c="$cold" -v f="$first" -v w="$warm" -v h="$hit" 'BEGIN {
+    printf "%-44s %10.1f s\n", "cold bootstrap (default + builder images)", c / 1000
+    printf "%-44s %10.1f s\n", "first build (cold Nix store)", f / 1000
+    printf "%-44s %10.1f s\n", "second build of the changed flake (warm)", w / 1000
+    printf "%-44s %10.2f\n", "ratio first / warm", f / w
+    printf "%-44s %10d ms\n", "build of the unchanged flake (cache hit)", h
+}'
