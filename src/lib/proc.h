@@ -3,6 +3,7 @@
 #define MVM_PROC_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 #include "mvm/error.h"
 
@@ -15,9 +16,24 @@ struct mvm_spawn_opts {
 /* fork + execvp. The exec error is reported synchronously through a CLOEXEC pipe, so a
  * missing binary is an error here, not a silent exit 127. */
 int mvm_spawn(char *const argv[], const struct mvm_spawn_opts *o, pid_t *pid, mvm_error **err);
-/* Runs argv to completion; stdout captured into *out (if out != NULL, NUL-terminated),
- * stderr's last line goes into the error on failure. Returns 0 if it exited 0. */
-int mvm_run(char *const argv[], char **out, size_t *outlen, mvm_error **err);
+/* Runs a command to completion (posix_spawnp, argv arrays only, never a shell). */
+struct mvm_cmd {
+    const char *const *argv;
+    const char *const *env; /* extra NAME=VALUE entries added to environ; may be NULL */
+    const char *cwd;        /* may be NULL */
+    int in_fd;              /* -1: /dev/null */
+    int out_fd;             /* -1: capture stdout into out/out_len */
+    bool allow_fail;        /* a non-zero exit is reported in status, not as an error */
+    /* results */
+    int status;     /* exit code, or 128 + signal number */
+    char *out;      /* captured stdout (NUL-terminated) */
+    size_t out_len;
+    char *err_tail; /* last non-empty line of stderr (may be NULL) */
+};
+int mvm_cmd_run(struct mvm_cmd *c, mvm_error **err);
+/* a's stdout feeds b's stdin; both must succeed (unless allow_fail). */
+int mvm_cmd_run_pipe(struct mvm_cmd *a, struct mvm_cmd *b, mvm_error **err);
+void mvm_cmd_clear(struct mvm_cmd *c);
 /* Finds an executable in PATH; returns malloc'd absolute path or NULL. */
 char *mvm_which(const char *prog);
 /* Describes a wait status: "exited with code 3" / "killed by signal 9 (Killed)". */

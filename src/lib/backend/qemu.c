@@ -183,10 +183,12 @@ static int qemu_prepare(const struct mvm_vm_spec *s, mvm_error **err) {
         free(raw);
         raw = mvm_image_artifact_path(s->image, "rootfs");
     }
-    char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", raw, overlay, NULL};
-    if (mvm_run(argv, NULL, NULL, err) < 0)
-        return mvm_error_wrap(err, "creating the VM's disk overlay");
-    return 0;
+    const char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", raw, overlay,
+                          NULL};
+    struct mvm_cmd c = {.argv = argv, .in_fd = -1, .out_fd = -1};
+    int r = mvm_cmd_run(&c, err);
+    mvm_cmd_clear(&c);
+    return r < 0 ? mvm_error_wrap(err, "creating the VM's disk overlay") : 0;
 }
 
 static int qemu_start(const struct mvm_vm_spec *s, pid_t *pid, mvm_error **err) {

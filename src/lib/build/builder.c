@@ -57,33 +57,14 @@ static bool pkg_token_ok(const char *s) {
     return true;
 }
 
-/* "Field: value" of the deb822 stanza starting at st (ends at a blank line); malloc'd. */
-static char *stanza_field(const char *st, const char *field) {
-    size_t fl = strlen(field);
-    for (const char *line = st; line && *line && *line != '\n';) {
-        if (!strncasecmp(line, field, fl) && line[fl] == ':') {
-            const char *v = line + fl + 1;
-            while (*v == ' ' || *v == '\t')
-                v++;
-            size_t n = strcspn(v, "\n");
-            while (n && (v[n - 1] == ' ' || v[n - 1] == '\r'))
-                n--;
-            return strndup(v, n);
-        }
-        line = strchr(line, '\n');
-        if (line)
-            line++;
-    }
-    return NULL;
-}
 
 static int run_capture(const char *const *argv, char **out, mvm_error **err) {
     const char *env[] = {"LC_ALL=C", NULL};
-    struct image_cmd c = {.argv = argv, .env = env, .in_fd = -1, .out_fd = -1};
-    int r = image_run(&c, err);
+    struct mvm_cmd c = {.argv = argv, .env = env, .in_fd = -1, .out_fd = -1};
+    int r = mvm_cmd_run(&c, err);
     if (r == 0 && out)
         *out = steal_pointer(&c.out);
-    image_cmd_clear(&c);
+    mvm_cmd_clear(&c);
     return r;
 }
 
@@ -160,14 +141,14 @@ static int resolve_packages(struct deb **out, size_t *n_out, mvm_error **err) {
         return mvm_error_wrap(err, "apt-cache show");
     }
     for (const char *st = text; st && *st;) {
-        _cleanup_free_ char *pkg = stanza_field(st, "Package");
+        _cleanup_free_ char *pkg = image_deb822_field(st, "Package");
         for (size_t i = 0; pkg && i < n; i++) {
             if (strcmp(pkg, names[i]) || d[i].name)
                 continue;
             d[i].name = strdup(pkg);
-            d[i].version = stanza_field(st, "Version");
-            d[i].sha256 = stanza_field(st, "SHA256");
-            _cleanup_free_ char *size = stanza_field(st, "Size");
+            d[i].version = image_deb822_field(st, "Version");
+            d[i].sha256 = image_deb822_field(st, "SHA256");
+            _cleanup_free_ char *size = image_deb822_field(st, "Size");
             d[i].size = size ? strtoull(size, NULL, 10) : 0;
         }
         st = strstr(st, "\n\n");
@@ -247,9 +228,9 @@ static int download(const char *cache, const char *work, struct deb *d, size_t n
         argv[a++] = specs[k++];
     }
     const char *env[] = {"LC_ALL=C", NULL};
-    struct image_cmd c = {.argv = argv, .env = env, .cwd = adir, .in_fd = -1, .out_fd = -1};
-    int r = image_run(&c, err);
-    image_cmd_clear(&c);
+    struct mvm_cmd c = {.argv = argv, .env = env, .cwd = adir, .in_fd = -1, .out_fd = -1};
+    int r = mvm_cmd_run(&c, err);
+    mvm_cmd_clear(&c);
     if (r < 0)
         return mvm_error_wrap(err, "builder: apt-get download");
     /* match what arrived by content, so apt's file naming does not matter */
@@ -487,17 +468,6 @@ static int stage_extra(const char *root, const char *agent, const char *job,
     return 0;
 }
 
-static const char *guest_dir_default(void) {
-#ifdef MVM_GUEST_DIR_BUILD
-    if (access(MVM_GUEST_DIR_BUILD "/mvm-agent", F_OK) == 0)
-        return MVM_GUEST_DIR_BUILD;
-#endif
-#ifdef MVM_GUEST_DIR_INSTALL
-    return MVM_GUEST_DIR_INSTALL;
-#else
-    return NULL;
-#endif
-}
 
 /* The default image (recipe:default) provides kernel and initramfs. */
 static int base_image(const struct mvm_build_opts *o, mvm_image **out, mvm_error **err) {
@@ -594,7 +564,7 @@ static int build(const struct mvm_build_opts *o, const char *cache, const char *
     _cleanup_(mvm_image_freep) mvm_image *base = NULL;
     if (base_image(o, &base, err) < 0)
         return mvm_error_wrap(err, "builder: default image");
-    const char *guest = o && o->guest_dir ? o->guest_dir : guest_dir_default();
+    const char *guest = o && o->guest_dir ? o->guest_dir : image_guest_dir_default();
     if (!guest)
         return mvm_error_set(err, EINVAL, "builder: no guest directory (mvm-agent) given");
     agent = join(guest, "mvm-agent");
@@ -716,10 +686,10 @@ static bool rootfs_file_same(const mvm_image *img, const char *path, const char 
     }
     const char *argv[] = {"debugfs", "-R", cmd, rootfs, NULL};
     const char *env[] = {"LC_ALL=C", NULL};
-    struct image_cmd c = {.argv = argv, .env = env, .in_fd = -1, .out_fd = -1};
-    bool same = image_run(&c, &e) == 0 && c.out_len == want_len &&
+    struct mvm_cmd c = {.argv = argv, .env = env, .in_fd = -1, .out_fd = -1};
+    bool same = mvm_cmd_run(&c, &e) == 0 && c.out_len == want_len &&
                 memcmp(c.out, want, want_len) == 0;
-    image_cmd_clear(&c);
+    mvm_cmd_clear(&c);
     mvm_error_free(e);
     return same;
 }
@@ -755,7 +725,7 @@ int mvm_builder_ensure(const struct mvm_build_opts *o, mvm_image **out, mvm_erro
         mvm_error *e = NULL;
         mvm_image *img = NULL;
         if (mvm_image_resolve(MVM_BUILDER_TAG, &img, &e) == 0) {
-            const char *guest = o && o->guest_dir ? o->guest_dir : guest_dir_default();
+            const char *guest = o && o->guest_dir ? o->guest_dir : image_guest_dir_default();
             if (builder_current(o, img, guest)) {
                 PROGRESS(&pr, "builder: sha256:%.12s… (cached)", img->digest);
                 *out = img;
@@ -819,9 +789,9 @@ char *mvm_builder_store_path(mvm_error **err) {
                           "-E", "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1",
                           tmp, NULL};
     const char *env[] = {"MKE2FS_SYNC=0", "LC_ALL=C", NULL};
-    struct image_cmd c = {.argv = argv, .env = env, .in_fd = -1, .out_fd = -1};
-    int r = image_run(&c, err);
-    image_cmd_clear(&c);
+    struct mvm_cmd c = {.argv = argv, .env = env, .in_fd = -1, .out_fd = -1};
+    int r = mvm_cmd_run(&c, err);
+    mvm_cmd_clear(&c);
     if (r < 0) {
         unlink(tmp);
         mvm_error_wrap(err, "builder: creating the store disk (mke2fs; install e2fsprogs)");

@@ -164,9 +164,9 @@ static int build_key(const struct mvm_flake_build_opts *o, const char *profile,
 /* ---- helpers ---- */
 
 static int run_argv(const char *const *argv, mvm_error **err) {
-    struct image_cmd c = {.argv = argv, .in_fd = -1, .out_fd = -1};
-    int r = image_run(&c, err);
-    image_cmd_clear(&c);
+    struct mvm_cmd c = {.argv = argv, .in_fd = -1, .out_fd = -1};
+    int r = mvm_cmd_run(&c, err);
+    mvm_cmd_clear(&c);
     return r;
 }
 
@@ -187,13 +187,13 @@ static int make_empty_ext4(const char *path, const char *label, uint64_t bytes, 
  * e2fsck -p repairs what is safe; anything worse and the cache is recreated, never used. */
 static int store_check(const char *store, const struct mvm_flake_build_opts *o, mvm_error **err) {
     const char *argv[] = {"e2fsck", "-p", store, NULL};
-    struct image_cmd c = {.argv = argv, .in_fd = -1, .out_fd = -1, .allow_fail = true};
-    if (image_run(&c, err) < 0) {
-        image_cmd_clear(&c);
+    struct mvm_cmd c = {.argv = argv, .in_fd = -1, .out_fd = -1, .allow_fail = true};
+    if (mvm_cmd_run(&c, err) < 0) {
+        mvm_cmd_clear(&c);
         return -1;
     }
     int st = c.status;
-    image_cmd_clear(&c);
+    mvm_cmd_clear(&c);
     if (st <= 1)
         return 0; /* 0 clean, 1 errors corrected */
     progress(o, "builder: store cache failed its check (e2fsck status %d); recreating it", st);
@@ -363,17 +363,17 @@ static int inject_agent_ext4(const char *img, const char *agent, mvm_error **err
     if (fd < 0 || write(fd, cmds, strlen(cmds)) != (ssize_t)strlen(cmds) || lseek(fd, 0, SEEK_SET) < 0)
         return mvm_error_sys(err, "memfd");
     const char *argv[] = {"debugfs", "-w", "-f", "-", img, NULL};
-    struct image_cmd c = {.argv = argv, .in_fd = fd, .out_fd = -1};
-    int r = image_run(&c, err);
-    image_cmd_clear(&c);
+    struct mvm_cmd c = {.argv = argv, .in_fd = fd, .out_fd = -1};
+    int r = mvm_cmd_run(&c, err);
+    mvm_cmd_clear(&c);
     if (r < 0)
         return mvm_error_wrap(err, "adding mvm-agent to rootfs.ext4");
     /* verify it landed */
     const char *sargv[] = {"debugfs", "-R", "stat /sbin/mvm-agent", img, NULL};
-    struct image_cmd s = {.argv = sargv, .in_fd = -1, .out_fd = -1};
-    r = image_run(&s, err);
+    struct mvm_cmd s = {.argv = sargv, .in_fd = -1, .out_fd = -1};
+    r = mvm_cmd_run(&s, err);
     bool ok = r == 0 && s.out && strstr(s.out, "Type: regular");
-    image_cmd_clear(&s);
+    mvm_cmd_clear(&s);
     if (r < 0)
         return -1;
     if (!ok)

@@ -107,12 +107,12 @@ static int ext4_fixup(const char *staging, const char *out, const char *const *e
     if (lseek(fd, 0, SEEK_SET) < 0)
         return mvm_error_sys(err, "lseek");
     const char *argv[] = {"debugfs", "-w", "-f", "-", out, NULL};
-    struct image_cmd c = {.argv = argv, .env = env, .in_fd = fd, .out_fd = -1};
-    r = image_run(&c, err);
+    struct mvm_cmd c = {.argv = argv, .env = env, .in_fd = fd, .out_fd = -1};
+    r = mvm_cmd_run(&c, err);
     /* debugfs exits 0 even when a command fails; errors follow its version banner */
     if (r == 0 && c.err_tail && strncmp(c.err_tail, "debugfs ", 8))
         r = mvm_error_set(err, EIO, "debugfs: %s", c.err_tail);
-    image_cmd_clear(&c);
+    mvm_cmd_clear(&c);
     return r < 0 ? mvm_error_wrap(err, "rootfs: fixing inode metadata") : 0;
 }
 
@@ -148,9 +148,9 @@ int image_ext4_from_dir(const char *staging, const char *out, const char *label,
                           "-U", EXT4_FIXED_UUID,
                           "-E", "root_owner=0:0,hash_seed=" EXT4_FIXED_UUID,
                           "-d", staging, out, size_k, NULL};
-    struct image_cmd c = {.argv = argv, .env = env, .in_fd = -1, .out_fd = -1};
-    int r = image_run(&c, err);
-    image_cmd_clear(&c);
+    struct mvm_cmd c = {.argv = argv, .env = env, .in_fd = -1, .out_fd = -1};
+    int r = mvm_cmd_run(&c, err);
+    mvm_cmd_clear(&c);
     if (r < 0) {
         if (err && *err && (*err)->code == MVM_EUNAVAIL)
             return mvm_error_wrap(err, "mke2fs (install e2fsprogs)");

@@ -10,6 +10,7 @@
 
 #include "mvm/error.h"
 #include "mvm/image.h"
+#include "proc.h"
 
 #define IMAGE_MANIFEST_FILE "manifest.json"
 #define IMAGE_MANIFEST_MAX (1024 * 1024)
@@ -23,24 +24,6 @@ int image_sha256_file(const char *path, char hex[MVM_DIGEST_HEX + 1], uint64_t *
 void image_sha256_buf(const void *data, size_t len, char hex[MVM_DIGEST_HEX + 1]);
 bool image_is_hex(const char *s, size_t min, size_t max);
 
-/* ---- run.c: subprocesses (posix_spawnp, argv arrays only) ---- */
-struct image_cmd {
-    const char *const *argv;
-    const char *const *env; /* extra NAME=VALUE entries added to environ; may be NULL */
-    const char *cwd;        /* may be NULL */
-    int in_fd;              /* -1: /dev/null */
-    int out_fd;             /* -1: capture stdout into out/out_len */
-    bool allow_fail;        /* a non-zero exit is reported in status, not as an error */
-    /* results */
-    int status;     /* exit code, or 128 + signal number */
-    char *out;      /* captured stdout (NUL-terminated) */
-    size_t out_len;
-    char *err_tail; /* last non-empty line of stderr (may be NULL) */
-};
-int image_run(struct image_cmd *c, mvm_error **err);
-/* a's stdout feeds b's stdin; both must succeed (unless allow_fail). */
-int image_run_pipe(struct image_cmd *a, struct image_cmd *b, mvm_error **err);
-void image_cmd_clear(struct image_cmd *c);
 
 /* ---- manifest.c ---- */
 int image_tag_validate(const char *tag, mvm_error **err);
@@ -62,6 +45,15 @@ int image_publish(const char *build_dir, const struct mvm_manifest *m, const cha
 int image_tag_set(const char *tag, const char *digest, mvm_error **err);
 /* Loads <cache>/images/<digest> (checks manifest bytes against the digest). */
 int image_load_digest(const char *cache, const char *digest, mvm_image **out, mvm_error **err);
+/* ---- kernel.c ---- */
+/* "Field: value" from the first deb822 stanza of text (apt-cache show output); malloc'd or
+ * NULL when absent. */
+char *image_deb822_field(const char *text, const char *field);
+
+/* ---- recipe_default.c ---- */
+/* Where the guest binaries are when no directory is given: the build tree, else libexec. */
+const char *image_guest_dir_default(void);
+
 /* ---- load.c ---- */
 /* Same without re-hashing the manifest, for a process that runs right after its caller
  * verified the image and must stay small (the per-VM monitor: no libcrypto). */

@@ -27,7 +27,7 @@ void image_kernel_clear(struct image_kernel *k) {
 }
 
 /* Value of "Field: value" in the first stanza of deb822 text (malloc'd) or NULL. */
-static char *deb822_field(const char *text, const char *field) {
+char *image_deb822_field(const char *text, const char *field) {
     size_t fl = strlen(field);
     const char *line = text;
     while (line && *line) {
@@ -87,7 +87,7 @@ static bool safe_token(const char *s) {
 static const char *deb822_stanza(const char *text, const char *pkg) {
     const char *st = text;
     while (st && *st) {
-        _cleanup_free_ char *name = deb822_field(st, "Package");
+        _cleanup_free_ char *name = image_deb822_field(st, "Package");
         if (name && !strcmp(name, pkg))
             return st;
         st = strstr(st, "\n\n");
@@ -101,13 +101,13 @@ static const char *deb822_stanza(const char *text, const char *pkg) {
 static int apt_cache_show(const char *what, const char *what2, char **out, mvm_error **err) {
     const char *argv[] = {"apt-cache", "show", "--no-all-versions", what, what2, NULL};
     const char *env[] = {"LC_ALL=C", NULL};
-    struct image_cmd c = {.argv = argv, .env = env, .in_fd = -1, .out_fd = -1};
-    if (image_run(&c, err) < 0) {
-        image_cmd_clear(&c);
+    struct mvm_cmd c = {.argv = argv, .env = env, .in_fd = -1, .out_fd = -1};
+    if (mvm_cmd_run(&c, err) < 0) {
+        mvm_cmd_clear(&c);
         return -1;
     }
     *out = steal_pointer(&c.out);
-    image_cmd_clear(&c);
+    mvm_cmd_clear(&c);
     return 0;
 }
 
@@ -219,10 +219,10 @@ static int apt_download(const char *work, const char *pkg, const char *ver, char
                                "download", spec, NULL};
     const char *argv_user[] = {"apt-get", "-q", "download", spec, NULL};
     const char *env[] = {"LC_ALL=C", NULL};
-    struct image_cmd c = {.argv = geteuid() == 0 ? argv_root : argv_user,
+    struct mvm_cmd c = {.argv = geteuid() == 0 ? argv_root : argv_user,
                           .env = env, .cwd = dir, .in_fd = -1, .out_fd = -1};
-    int r = image_run(&c, err);
-    image_cmd_clear(&c);
+    int r = mvm_cmd_run(&c, err);
+    mvm_cmd_clear(&c);
     if (r < 0)
         return -1;
     return find_deb_in(dir, deb, err);
@@ -257,7 +257,7 @@ static int fetch_deb(const char *cache, const char *work, const struct image_pro
     }
     if (!apt_err) {
         const char *st = deb822_stanza(meta, KERNEL_META);
-        dep = st ? deb822_field(st, "Depends") : NULL;
+        dep = st ? image_deb822_field(st, "Depends") : NULL;
         if (!dep || parse_depends(dep, &pkg, &ver) < 0 || !safe_token(pkg) || !safe_token(ver))
             mvm_error_set(&apt_err, EPROTO, "cannot parse Depends of %s: '%s'", KERNEL_META,
                           dep ? dep : "");
@@ -272,9 +272,9 @@ static int fetch_deb(const char *cache, const char *work, const struct image_pro
         if (!st && apt_cache_show(spec, NULL, &info, &apt_err) == 0)
             st = deb822_stanza(info, pkg);
         if (!apt_err) {
-            _cleanup_free_ char *sver = st ? deb822_field(st, "Version") : NULL;
-            sha = st ? deb822_field(st, "SHA256") : NULL;
-            size = st ? deb822_field(st, "Size") : NULL;
+            _cleanup_free_ char *sver = st ? image_deb822_field(st, "Version") : NULL;
+            sha = st ? image_deb822_field(st, "SHA256") : NULL;
+            size = st ? image_deb822_field(st, "Size") : NULL;
             if (!sver || strcmp(sver, ver) || !sha || !image_is_hex(sha, 64, 64))
                 mvm_error_set(&apt_err, EPROTO, "apt-cache show %s: no SHA256 for that version",
                               spec);
@@ -406,11 +406,11 @@ int image_kernel_fetch(const char *cache, const char *work, const struct image_p
                             "./lib/modules/*/kernel/drivers/md/dm-*",
                             "./lib/modules/*/kernel/lib/reed_solomon/*", NULL};
     const char *env[] = {"LC_ALL=C", NULL};
-    struct image_cmd a = {.argv = a_argv, .env = env, .in_fd = -1, .out_fd = -1};
-    struct image_cmd b = {.argv = b_argv, .env = env, .in_fd = -1, .out_fd = -1};
-    int r = image_run_pipe(&a, &b, err);
-    image_cmd_clear(&a);
-    image_cmd_clear(&b);
+    struct mvm_cmd a = {.argv = a_argv, .env = env, .in_fd = -1, .out_fd = -1};
+    struct mvm_cmd b = {.argv = b_argv, .env = env, .in_fd = -1, .out_fd = -1};
+    int r = mvm_cmd_run_pipe(&a, &b, err);
+    mvm_cmd_clear(&a);
+    mvm_cmd_clear(&b);
     if (r < 0) {
         mvm_error_wrap(err, "kernel: extracting %s", deb);
         goto fail;
@@ -494,9 +494,9 @@ int image_kernel_extract_vmlinux(const char *bzimage, const char *out_path, mvm_
     const char *argv[] = {"lz4", "-dc", NULL};
     /* the payload is followed by other data, so lz4 ends with an error status: judge the
      * output instead */
-    struct image_cmd c = {.argv = argv, .in_fd = in, .out_fd = out, .allow_fail = true};
-    if (image_run(&c, err) < 0) {
-        image_cmd_clear(&c);
+    struct mvm_cmd c = {.argv = argv, .in_fd = in, .out_fd = out, .allow_fail = true};
+    if (mvm_cmd_run(&c, err) < 0) {
+        mvm_cmd_clear(&c);
         if (err && *err && (*err)->code == MVM_EUNAVAIL)
             return mvm_error_wrap(err, "lz4 (install the lz4 package)");
         return -1;
@@ -508,13 +508,13 @@ int image_kernel_extract_vmlinux(const char *bzimage, const char *out_path, mvm_
         (ehdr[18] | ehdr[19] << 8) != 62 /* EM_X86_64 */ || st.st_size < 10 * 1024 * 1024) {
         int status = c.status;
         _cleanup_free_ char *tail = steal_pointer(&c.err_tail);
-        image_cmd_clear(&c);
+        mvm_cmd_clear(&c);
         return mvm_error_set(err, EINVAL,
                              "%s: decompressing the LZ4 payload did not give an x86-64 ELF "
                              "vmlinux (lz4 status %d%s%s)",
                              bzimage, status, tail ? ": " : "", tail ? tail : "");
     }
-    image_cmd_clear(&c);
+    mvm_cmd_clear(&c);
     if (fsync(out) < 0)
         return mvm_error_sys(err, "cannot write %s", out_path);
     return 0;

@@ -30,7 +30,7 @@ static char *path_join(const char *a, const char *b) {
             return mvm_error_set(err, ENOMEM, "out of memory");                            \
     } while (0)
 
-static const char *guest_dir_default(void) {
+const char *image_guest_dir_default(void) {
 #ifdef MVM_GUEST_DIR_BUILD
     if (access(MVM_GUEST_DIR_BUILD "/mvm-init", F_OK) == 0)
         return MVM_GUEST_DIR_BUILD;
@@ -136,9 +136,9 @@ static int stage_rootfs(const char *root, const char *busybox, const char *agent
 
     /* one symlink per applet, where busybox itself says it lives */
     const char *argv[] = {busybox, "--list-full", NULL};
-    struct image_cmd c = {.argv = argv, .in_fd = -1, .out_fd = -1};
-    if (image_run(&c, err) < 0) {
-        image_cmd_clear(&c);
+    struct mvm_cmd c = {.argv = argv, .in_fd = -1, .out_fd = -1};
+    if (mvm_cmd_run(&c, err) < 0) {
+        mvm_cmd_clear(&c);
         return mvm_error_wrap(err, "rootfs");
     }
     size_t count = 0;
@@ -167,7 +167,7 @@ static int stage_rootfs(const char *root, const char *busybox, const char *agent
         }
         count++;
     }
-    image_cmd_clear(&c);
+    mvm_cmd_clear(&c);
     if (rc < 0)
         return -1;
     *n_applets = count;
@@ -402,7 +402,7 @@ int mvm_image_build_default(const struct mvm_build_opts *o, mvm_image **out, mvm
     const char *tag = o && o->tag ? o->tag : "default";
     if (image_tag_validate(tag, err) < 0)
         return -1;
-    const char *guest = o && o->guest_dir ? o->guest_dir : guest_dir_default();
+    const char *guest = o && o->guest_dir ? o->guest_dir : image_guest_dir_default();
     if (!guest)
         return mvm_error_set(err, EINVAL, "no guest directory (mvm-init, mvm-agent) given");
     struct image_progress pr = {.fn = o ? o->progress : NULL, .ud = o ? o->progress_ud : NULL};

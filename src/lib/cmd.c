@@ -13,14 +13,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "image-internal.h"
+#include "proc.h"
 #include "util.h"
 
 extern char **environ;
 
 #define CAPTURE_MAX (16 * 1024 * 1024)
 
-void image_cmd_clear(struct image_cmd *c) {
+void mvm_cmd_clear(struct mvm_cmd *c) {
     free(c->out);
     free(c->err_tail);
     c->out = NULL;
@@ -99,7 +99,7 @@ struct running {
     int out_fd; /* capture memfd or -1 */
 };
 
-static int start(struct image_cmd *c, int in_fd, int out_fd, struct running *r,
+static int start(struct mvm_cmd *c, int in_fd, int out_fd, struct running *r,
                  mvm_error **err) {
     r->pid = -1;
     r->err_fd = -1;
@@ -159,7 +159,7 @@ static int start(struct image_cmd *c, int in_fd, int out_fd, struct running *r,
     return 0;
 }
 
-static int finish(struct image_cmd *c, struct running *r, mvm_error **err) {
+static int finish(struct mvm_cmd *c, struct running *r, mvm_error **err) {
     int st = 0;
     while (waitpid(r->pid, &st, 0) < 0) {
         if (errno != EINTR) {
@@ -198,18 +198,18 @@ static int finish(struct image_cmd *c, struct running *r, mvm_error **err) {
     return 0;
 }
 
-int image_run(struct image_cmd *c, mvm_error **err) {
+int mvm_cmd_run(struct mvm_cmd *c, mvm_error **err) {
     struct running r;
-    image_cmd_clear(c);
+    mvm_cmd_clear(c);
     if (start(c, c->in_fd, c->out_fd, &r, err) < 0)
         return -1;
     return finish(c, &r, err);
 }
 
-int image_run_pipe(struct image_cmd *a, struct image_cmd *b, mvm_error **err) {
+int mvm_cmd_run_pipe(struct mvm_cmd *a, struct mvm_cmd *b, mvm_error **err) {
     int p[2];
-    image_cmd_clear(a);
-    image_cmd_clear(b);
+    mvm_cmd_clear(a);
+    mvm_cmd_clear(b);
     if (pipe2(p, O_CLOEXEC) < 0)
         return mvm_error_sys(err, "pipe");
     struct running ra, rb;
