@@ -32,6 +32,9 @@ struct mvm_vm_spec {
     const char *extra_cmdline; /* appended to the kernel command line, may be NULL */
     const struct mvm_disk *disks; /* extra disks, in order; the guest finds them by label */
     size_t n_disks;
+    /* false: no network device at all. true: one NIC on a user-mode (NAT) network: the guest
+     * is 10.0.2.15/24, gateway and host 10.0.2.2, DNS 10.0.2.3; nothing reaches the guest. */
+    bool net_user;
 };
 
 struct mvm_probe {

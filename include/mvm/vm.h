@@ -34,6 +34,7 @@ struct mvm_run_opts {
     const char *monitor_exe; /* path of mvmctl (re-executed as the monitor) */
     const struct mvm_disk *disks; /* extra block devices (builder jobs), may be NULL */
     size_t n_disks;
+    bool net_user;                /* a NAT network device (see mvm_vm_spec); default none */
 };
 
 /* Validates, verifies the image (hash-on-load), claims the name atomically, starts the

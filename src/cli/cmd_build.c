@@ -10,7 +10,8 @@
 
 static const char usage[] =
     "Usage: mvmctl build [--name TAG] [--force] [-q]\n"
-    "       mvmctl build --flake DIR [--profile NAME] [--name TAG] [--check] [--timeout D] [-q]\n"
+    "       mvmctl build --flake DIR [--profile NAME] [--name TAG] [--check] [--online]\n"
+    "                    [--timeout D] [-q]\n"
     "\n"
     "Without --flake, build the built-in default image: a Debian cloud kernel with its virtio\n"
     "modules in a small initramfs, and an ext4 root filesystem holding busybox and the mvm\n"
@@ -31,6 +32,8 @@ static const char usage[] =
     "      --profile NAME  Flake output packages.x86_64-linux.NAME (default: default)\n"
     "      --check         Build twice from scratch and report whether the artifacts are\n"
     "                      byte-identical (exit 1 if not)\n"
+    "      --online        Give the builder a network (user-mode NAT); builds are offline\n"
+    "                      otherwise and the builder VM has no network device at all\n"
     "      --timeout D     Give up on a flake build after D (default 30m; e.g. 90s, 10m)\n"
     "  -q, --quiet         No progress on stderr\n"
     "  -h, --help          Show this help\n"
@@ -43,7 +46,7 @@ static const char usage[] =
     "  mvmctl build --flake ./examples/hello-app --name hello && mvmctl run --rm hello -- hello-mvm\n";
 
 static int flake_build(const char *dir, const char *profile, const char *tag, bool force, bool quiet,
-                       int timeout_s, bool rebuild, mvm_image **out, mvm_error **err) {
+                       int timeout_s, bool online, bool rebuild, mvm_image **out, mvm_error **err) {
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     if (n <= 0)
@@ -53,6 +56,7 @@ static int flake_build(const char *dir, const char *profile, const char *tag, bo
         .flake_dir = dir, .profile = profile, .tag = tag, .force = force, .timeout_s = timeout_s,
         .guest_dir = cli_guest_dir(), .monitor_exe = exe,
         .progress = quiet ? NULL : cli_progress, .log_fd = quiet ? -1 : 2, .nix_rebuild = rebuild,
+        .online = online,
     };
     return mvm_flake_build(&o, out, err);
 }
@@ -88,7 +92,7 @@ int cli_build_default(const char *tag, bool force, bool quiet, mvm_image **out,
 }
 
 int cmd_build(int argc, char **argv) {
-    enum { OPT_NAME = 256, OPT_FORCE, OPT_FLAKE, OPT_PROFILE, OPT_CHECK, OPT_TIMEOUT };
+    enum { OPT_NAME = 256, OPT_FORCE, OPT_FLAKE, OPT_PROFILE, OPT_CHECK, OPT_TIMEOUT, OPT_ONLINE };
     static const struct option longopts[] = {
         {"name", required_argument, NULL, OPT_NAME},
         {"force", no_argument, NULL, OPT_FORCE},
@@ -96,12 +100,13 @@ int cmd_build(int argc, char **argv) {
         {"profile", required_argument, NULL, OPT_PROFILE},
         {"check", no_argument, NULL, OPT_CHECK},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"online", no_argument, NULL, OPT_ONLINE},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
     const char *tag = NULL, *flake = NULL, *profile = NULL;
-    bool force = false, quiet = false, check = false;
+    bool force = false, quiet = false, check = false, online = false;
     int timeout_s = 1800;
     _cleanup_error_ mvm_error *err = NULL;
     int c;
@@ -113,6 +118,7 @@ int cmd_build(int argc, char **argv) {
         case OPT_FLAKE: flake = optarg; break;
         case OPT_PROFILE: profile = optarg; break;
         case OPT_CHECK: check = true; break;
+        case OPT_ONLINE: online = true; break;
         case OPT_TIMEOUT:
             if (cli_parse_duration("--timeout", optarg, &timeout_s, &err) < 0)
                 return cli_usage_error("build", "%s", err->msg);
@@ -127,8 +133,9 @@ int cmd_build(int argc, char **argv) {
 
     if (tag && mvm_image_ref_validate(tag, &err) < 0)
         return cli_usage_error("build", "%s", err->msg);
-    if (!flake && (profile || check))
-        return cli_usage_error("build", "%s needs --flake", profile ? "--profile" : "--check");
+    if (!flake && (profile || check || online))
+        return cli_usage_error("build", "%s needs --flake",
+                               profile ? "--profile" : check ? "--check" : "--online");
 
     _cleanup_(mvm_image_freep) mvm_image *img = NULL;
     if (!flake) {
@@ -139,13 +146,13 @@ int cmd_build(int argc, char **argv) {
         printf("%s sha256:%s\n", tag, img->digest);
         return 0;
     }
-    if (flake_build(flake, profile, tag, force || check, quiet, timeout_s, false, &img, &err) < 0)
+    if (flake_build(flake, profile, tag, force || check, quiet, timeout_s, online, false, &img, &err) < 0)
         return cli_error(err);
     if (check) {
         _cleanup_(mvm_image_freep) mvm_image *again = NULL;
         if (!quiet)
             cli_progress(NULL, "check: building a second time (nix build --rebuild)");
-        if (flake_build(flake, profile, tag, true, quiet, timeout_s, true, &again, &err) < 0)
+        if (flake_build(flake, profile, tag, true, quiet, timeout_s, online, true, &again, &err) < 0)
             return cli_error(err);
         return check_reproducible(img, again);
     }

@@ -137,7 +137,7 @@ t_bad_no_rootfs() {
 NIX
     build --flake "$W/norootfs" --name it-norootfs
     expect_mvm_error "output without rootfs"
-    expect_err_has "rootfs"
+    expect_err_has "neither rootfs.ext4 nor a rootfs/ directory"
     no_image it-norootfs || fail "an image was registered for a failed build"
 }
 
@@ -188,6 +188,41 @@ t_builder_killed_then_next_build_works() {
     expect_rc 0 "build after the builder was killed"
 }
 
+# --online gives the builder a NAT network: a flake that fetches from a server on this host's
+# loopback (10.0.2.2 inside the VM) builds with --online and fails without it.
+t_online_network() {
+    mkdir -p "$W/www"
+    echo "fetched over the builder's network" >"$W/www/payload.txt"
+    local port sha
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    python3 -m http.server --bind 127.0.0.1 --directory "$W/www" "$port" >/dev/null 2>&1 &
+    local srv=$!
+    # shellcheck disable=SC2064
+    trap "kill $srv 2>/dev/null || true" EXIT
+    sha=$(sha256sum "$W/www/payload.txt" | cut -d' ' -f1)
+    example busybox-rootfs "$W/online"
+    cat >"$W/online/flake.nix" <<NIX
+{
+  outputs = { self }:
+    let payload = builtins.fetchurl { url = "http://10.0.2.2:$port/payload.txt"; sha256 = "$sha"; };
+    in {
+      packages.x86_64-linux.default = derivation {
+        name = "online"; system = "x86_64-linux";
+        builder = "\${self}/busybox";
+        args = [ "sh" "-c" "b=\${self}/busybox; \$b mkdir -p \$out/rootfs/bin \$out/rootfs/etc && \$b cp \$b \$out/rootfs/bin/busybox && \$b ln -s busybox \$out/rootfs/bin/cat && \$b cp \${payload} \$out/rootfs/etc/fetched" ];
+      };
+    };
+}
+NIX
+    build --flake "$W/online" --name it-offline
+    expect_mvm_error "a fetching flake without --online"
+    no_image it-offline || fail "an image was registered for a failed build"
+    build --flake "$W/online" --name it-online --online
+    expect_rc 0 "build --online"
+    x "$M" run --rm -q it-online -- cat /etc/fetched
+    expect_out "fetched over the builder's network" "run it-online"
+}
+
 t_builder_status() {
     x "$M" builder status --json
     expect_rc 0 "builder status"
@@ -199,12 +234,13 @@ TESTS=(
     host_has_no_nix busybox_rootfs unchanged_is_cache_hit changed_reuses_store
     hello_app_profiles check_reproducible
     bad_missing_dir bad_no_flake_nix bad_unknown_profile bad_eval_error bad_no_rootfs
-    timeout_then_next_build_works builder_killed_then_next_build_works builder_status
+    timeout_then_next_build_works builder_killed_then_next_build_works online_network
+    builder_status
 )
 
 remove_images() {
     local i
-    for i in it-bb it-hello it-hello-alt it-check it-after it-killed; do
+    for i in it-bb it-hello it-hello-alt it-check it-after it-killed it-online; do
         timeout 60 "$M" rmi "$i" >/dev/null 2>&1 || true
     done
 }

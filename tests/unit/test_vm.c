@@ -160,6 +160,21 @@ static void test_qemu_argv_kvm_and_escaping(void **state) {
             assert_null(strstr(v[i + 1], "tsc_early_khz"));
             assert_non_null(strstr(v[i + 1], "mvm.debug"));
         }
+    /* no network device unless asked for */
+    for (size_t i = 0; v[i]; i++)
+        assert_null(strstr(v[i], "netdev"));
+    strvfreep(&v);
+    struct mvm_disk disks[] = {{.path = "/c/store.ext4"}, {.path = "/c/src.ext4", .readonly = true}};
+    s.disks = disks;
+    s.n_disks = 2;
+    s.net_user = true;
+    v = qemu_build_argv(&s, "qemu", &e);
+    assert_non_null(v);
+    assert_true(argv_has_pair(v, "-drive", "id=disk0,file=/c/store.ext4,format=raw,if=none,readonly=off"));
+    assert_true(argv_has_pair(v, "-drive", "id=disk1,file=/c/src.ext4,format=raw,if=none,readonly=on"));
+    assert_true(argv_has_pair(v, "-device", "virtio-blk-device,drive=disk1"));
+    assert_true(argv_has_pair(v, "-netdev", "user,id=net0"));
+    assert_true(argv_has_pair(v, "-device", "virtio-net-device,netdev=net0"));
     strvfreep(&v);
     s.accel = MVM_ACCEL_AUTO;
     assert_null(qemu_build_argv(&s, "qemu", &e));

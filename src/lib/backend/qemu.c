@@ -143,6 +143,12 @@ char **qemu_build_argv(const struct mvm_vm_spec *s, const char *bin, mvm_error *
         addf(&b, "-device");
         addf(&b, "virtio-blk-device,drive=disk%zu", i);
     }
+    if (s->net_user) {
+        addf(&b, "-netdev");
+        addf(&b, "user,id=net0");
+        addf(&b, "-device");
+        addf(&b, "virtio-net-device,netdev=net0");
+    }
     addf(&b, "-device");
     addf(&b, "virtio-serial-device,max_ports=2");
     addf(&b, "-chardev");

@@ -2,6 +2,7 @@
  * Debian's nix-bin and the closure of its dependencies (downloaded with apt, checked against
  * apt's signed index and unpacked with dpkg-deb, never installed on the host), busybox,
  * mvm-agent and the in-guest build driver mvm-build-job. Tagged MVM_BUILDER_TAG. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "util.h"
 
 #define NIX_PACKAGE "nix-bin"
+#define CA_PACKAGE "ca-certificates"
 #define STORE_DISK_SIZE (16ull << 30)
 #define MIB (1024ull * 1024ull)
 
@@ -112,6 +114,20 @@ static int resolve_names(char ***names_out, size_t *n_out, mvm_error **err) {
     if (n == 0)
         return mvm_error_set(err, MVM_ENOTFOUND, "apt knows no package %s (apt-get update?)",
                              NIX_PACKAGE);
+    /* the CA certificates for `build --online` (HTTPS fetches). Only the certificate files
+     * are needed: the bundle is made below; its dependencies serve its install script. */
+    bool have_ca = false;
+    for (size_t i = 0; i < n && !have_ca; i++)
+        have_ca = !strcmp(v[i], CA_PACKAGE);
+    if (!have_ca) {
+        char **nv = realloc(v, (n + 2) * sizeof(*v));
+        if (!nv || !(nv[n] = strdup(CA_PACKAGE))) {
+            image_strv_free(nv ? nv : v);
+            return mvm_error_set(err, ENOMEM, "out of memory");
+        }
+        v = nv;
+        v[++n] = NULL;
+    }
     qsort(v, n, sizeof(*v), str_cmp);
     *names_out = v;
     *n_out = n;
@@ -415,8 +431,62 @@ static int find_build_job(const char *guest, char **out, mvm_error **err) {
                          guest);
 }
 
+/* /etc/ssl/certs/ca-certificates.crt from the package's certificates (what its install
+ * script, update-ca-certificates, would make), in sorted order for a reproducible image. */
+static int ca_bundle(const char *root, mvm_error **err) {
+    _cleanup_free_ char *dir = join(root, "usr/share/ca-certificates/mozilla"),
+                        *certs = join(root, "etc/ssl/certs"),
+                        *bundle = join(root, "etc/ssl/certs/ca-certificates.crt");
+    if (!dir || !certs || !bundle)
+        return mvm_error_set(err, ENOMEM, "out of memory");
+    _cleanup_closedir_ DIR *d = opendir(dir);
+    if (!d)
+        return mvm_error_sys(err, "builder: %s", dir);
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l < 5 || strcmp(de->d_name + l - 4, ".crt"))
+            continue;
+        char **nn = realloc(names, (n + 2) * sizeof(*names));
+        if (!nn || !(nn[n] = strdup(de->d_name))) {
+            free(nn ? nn : names);
+            return mvm_error_set(err, ENOMEM, "out of memory");
+        }
+        names = nn;
+        names[++n] = NULL;
+    }
+    _cleanup_strv_ char **owned = names;
+    if (n)
+        qsort(names, n, sizeof(*names), str_cmp);
+    if (mvm_mkdir_p(certs, 0755, err) < 0)
+        return -1;
+    _cleanup_fclose_ FILE *out = fopen(bundle, "we");
+    if (!out)
+        return mvm_error_sys(err, "cannot create %s", bundle);
+    for (size_t i = 0; i < n; i++) {
+        _cleanup_free_ char *p = join(dir, names[i]), *text = NULL;
+        size_t len;
+        if (!p || mvm_read_file(p, 1 << 20, &text, &len, err) < 0)
+            return -1;
+        fwrite(text, 1, len, out);
+        if (len && text[len - 1] != '\n')
+            fputc('\n', out);
+    }
+    if (fflush(out) != 0)
+        return mvm_error_sys(err, "cannot write %s", bundle);
+    /* the bundle is all Nix reads; the single files (some with non-ASCII names) can go */
+    _cleanup_free_ char *share = join(root, "usr/share/ca-certificates");
+    if (!share)
+        return mvm_error_set(err, ENOMEM, "out of memory");
+    return mvm_rm_rf(share, err);
+}
+
 static int stage_extra(const char *root, const char *agent, const char *job,
                        mvm_error **err) {
+    if (ca_bundle(root, err) < 0)
+        return -1;
     static const struct {
         const char *path;
         int mode;

@@ -488,7 +488,8 @@ static int run_builder(struct job *j, const char *src_img, const char *out_img, 
     snprintf(ref, sizeof(ref), "sha256:%s", j->builder->digest);
     struct mvm_run_opts ro = {.name = j->vm_name, .image = ref, .cpus = 2, .mem_mib = 2048,
                               .accel = MVM_ACCEL_AUTO, .boot_timeout_s = 180,
-                              .monitor_exe = o->monitor_exe, .disks = disks, .n_disks = 3};
+                              .monitor_exe = o->monitor_exe, .disks = disks, .n_disks = 3,
+                              .net_user = o->online};
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     progress(o, "builder: booting VM %s", j->vm_name);

@@ -403,6 +403,9 @@ int image_kernel_fetch(const char *cache, const char *work, const struct image_p
                             "./lib/modules/*/kernel/drivers/block/virtio_blk.ko*",
                             "./lib/modules/*/kernel/drivers/char/virtio_console.ko*",
                             "./lib/modules/*/kernel/net/vmw_vsock/*",
+                            "./lib/modules/*/kernel/drivers/net/virtio_net.ko*",
+                            "./lib/modules/*/kernel/drivers/net/net_failover.ko*",
+                            "./lib/modules/*/kernel/net/core/failover.ko*",
                             "./lib/modules/*/kernel/drivers/md/dm-*",
                             "./lib/modules/*/kernel/lib/reed_solomon/*", NULL};
     const char *env[] = {"LC_ALL=C", NULL};

@@ -14,7 +14,8 @@
 #define DEFAULT_CMDLINE "console=ttyS0 quiet panic=-1 mvm.root=/dev/vda"
 
 static const char *const wanted_modules[] = {
-    "virtio_mmio", "virtio_blk", "virtio_console", "vmw_vsock_virtio_transport", "dm_verity",
+    "virtio_mmio", "virtio_blk", "virtio_console", "vmw_vsock_virtio_transport", "virtio_net",
+    "dm_verity",
 };
 
 static char *path_join(const char *a, const char *b) {
@@ -383,7 +384,7 @@ out:
 /* What a default image depends on besides the kernel package: the recipe's revision and the
  * guest binaries baked into it. A cached image with another key is stale (mvm was upgraded
  * or rebuilt) and is built again; kernel updates need --force. */
-#define DEFAULT_RECIPE_REV "default-recipe-2"
+#define DEFAULT_RECIPE_REV "default-recipe-3"
 static int recipe_key(const char *guest, char key[MVM_DIGEST_HEX + 1], mvm_error **err) {
     char init_sha[MVM_DIGEST_HEX + 1], agent_sha[MVM_DIGEST_HEX + 1];
     _cleanup_free_ char *init = NULL, *agent = NULL;

@@ -135,6 +135,7 @@ int mvm_vm_run(const struct mvm_run_opts *o, char **name_out, mvm_error **err) {
     for (size_t i = 0; i < o->n_disks; i++)
         cfg.disks[i] = o->disks[i];
     cfg.n_disks = o->n_disks;
+    cfg.net_user = o->net_user;
     if (vm_config_write(dir, &cfg, err) < 0)
         goto fail;
 

@@ -504,7 +504,8 @@ static int monitor_setup(struct monitor *m, mvm_error **err) {
         return -1;
     m->spec = (struct mvm_vm_spec){.name = m->cfg.name, .state_dir = m->dir, .image = m->img,
                                    .cpus = m->cfg.cpus, .mem_mib = m->cfg.mem_mib, .accel = accel,
-                                   .disks = m->cfg.disks, .n_disks = m->cfg.n_disks};
+                                   .disks = m->cfg.disks, .n_disks = m->cfg.n_disks,
+                                   .net_user = m->cfg.net_user};
     if (m->be->prepare(&m->spec, err) < 0)
         return -1;
     if ((m->listen_fd = listen_ctl(m->dir, err)) < 0)

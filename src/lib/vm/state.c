@@ -83,6 +83,7 @@ int vm_config_write(const char *dir, const struct vm_config *c, mvm_error **err)
         json_array_append_new(disks, json_pack("{s:s, s:b}", "path", c->disks[i].path, "readonly",
                                                c->disks[i].readonly));
     json_object_set_new(j, "disks", disks);
+    json_object_set_new(j, "network", json_string(c->net_user ? "user" : "none"));
     char *s = json_dumps(j, JSON_SORT_KEYS | JSON_INDENT(2));
     json_decref(j);
     if (!s)
@@ -124,6 +125,8 @@ int vm_config_read(const char *dir, struct vm_config *c, mvm_error **err) {
     c->mem_mib = json_integer_value(json_object_get(j, "memory_mib"));
     c->boot_timeout_s = json_integer_value(json_object_get(j, "boot_timeout"));
     c->created = json_integer_value(json_object_get(j, "created"));
+    const char *net = json_string_value(json_object_get(j, "network"));
+    c->net_user = net && !strcmp(net, "user");
     json_t *disks = json_object_get(j, "disks");
     for (size_t i = 0; i < json_array_size(disks) && i < MVM_MAX_DISKS; i++) {
         const char *p = json_string_value(json_object_get(json_array_get(disks, i), "path"));

@@ -21,6 +21,7 @@ struct vm_config {
     long long created;
     struct mvm_disk disks[MVM_MAX_DISKS]; /* paths owned (char *) */
     size_t n_disks;
+    bool net_user;
 };
 void vm_config_clear(struct vm_config *c);
 int vm_config_write(const char *dir, const struct vm_config *c, mvm_error **err);
