@@ -192,13 +192,16 @@ t_builder_killed_then_next_build_works() {
 # loopback (10.0.2.2 inside the VM) builds with --online and fails without it.
 t_online_network() {
     mkdir -p "$W/www"
+    # new content every run: a fixed-output path already in the warm store needs no network
     echo "fetched over the builder's network" >"$W/www/payload.txt"
+    echo "nonce $(date +%s%N) $RANDOM" >"$W/www/nonce"
     local port sha
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     python3 -m http.server --bind 127.0.0.1 --directory "$W/www" "$port" >/dev/null 2>&1 &
     local srv=$!
     # shellcheck disable=SC2064
     trap "kill $srv 2>/dev/null || true" EXIT
+    cat "$W/www/nonce" >>"$W/www/payload.txt"
     sha=$(sha256sum "$W/www/payload.txt" | cut -d' ' -f1)
     example busybox-rootfs "$W/online"
     cat >"$W/online/flake.nix" <<NIX
@@ -214,13 +217,14 @@ t_online_network() {
     };
 }
 NIX
+    timeout 60 "$M" rmi it-offline >/dev/null 2>&1
     build --flake "$W/online" --name it-offline
     expect_mvm_error "a fetching flake without --online"
     no_image it-offline || fail "an image was registered for a failed build"
     build --flake "$W/online" --name it-online --online
     expect_rc 0 "build --online"
     x "$M" run --rm -q it-online -- cat /etc/fetched
-    expect_out "fetched over the builder's network" "run it-online"
+    expect_out "$(cat "$W/www/payload.txt")" "run it-online"
 }
 
 t_builder_status() {
@@ -240,7 +244,7 @@ TESTS=(
 
 remove_images() {
     local i
-    for i in it-bb it-hello it-hello-alt it-check it-after it-killed it-online; do
+    for i in it-bb it-hello it-hello-alt it-check it-after it-killed it-online it-offline; do
         timeout 60 "$M" rmi "$i" >/dev/null 2>&1 || true
     done
 }
