@@ -73,6 +73,14 @@ int mvm_vm_stop(const char *name, int timeout_s, bool *was_running, mvm_error **
 /* Removes the state dir. Running VM -> MVM_ESTATE unless force (then killed first). */
 int mvm_vm_rm(const char *name, bool force, mvm_error **err);
 
+/* Images and VMs: the name of a VM that is not yet removed and was booted from the image
+ * `digest` (its disk overlay depends on the image), or NULL. */
+char *mvm_vm_using_image(const char *digest);
+/* Removes an image reference like mvm_image_remove, but refuses while a VM depends on it. */
+int mvm_image_remove_unused(const char *ref, mvm_error **err);
+/* Removes every untagged image no VM depends on; counts them. */
+int mvm_image_prune(size_t *removed, uint64_t *bytes, mvm_error **err);
+
 /* Path helpers (malloc'd). */
 char *mvm_vm_dir(const char *name, mvm_error **err);
 

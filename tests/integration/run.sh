@@ -368,13 +368,25 @@ t_rm_force_running() {
     ! listed "$SHARED" || fail "$SHARED still listed after rm -f"
 }
 
+t_rmi_in_use() {
+    need_shared
+    local digest
+    digest=$(vm_field "$SHARED" digest)
+    [[ -n "$digest" ]] || fail "no digest in inspect"
+    x "$M" rmi "sha256:$digest"
+    expect_mvm_error "rmi of the image a running VM uses"
+    expect_err_has "used by VM"
+    [[ -d "$CACHE/images/$digest" ]] || fail "the image was removed"
+    state_is "$SHARED" running || fail "$SHARED stopped"
+}
+
 TESTS=(
     echo_rm exit_codes stdin stdin_big stdout_big stderr_separate env_cwd tty concurrent
     ls logs inspect
     bad_unknown_image bad_names bad_name_in_use bad_exec_unknown_vm bad_exec_no_command
     bad_qemu_missing tampered_rootfs tampered_kernel
     lifecycle kill_monitor kill_qemu race
-    rm_force_running
+    rmi_in_use rm_force_running
 )
 
 # ---------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 /* VM state directories: names, config, liveness (the monitor's lock), listing. */
 #include "vm-internal.h"
+#include "mvm/image.h"
 #include "mvm/paths.h"
 #include "proc.h"
 #include "util.h"
@@ -331,4 +332,72 @@ void mvm_vm_list_free(struct mvm_vm_info *v, size_t n) {
     for (size_t i = 0; i < n; i++)
         mvm_vm_info_clear(&v[i]);
     free(v);
+}
+
+char *mvm_vm_using_image(const char *digest) {
+    struct mvm_vm_info *v = NULL;
+    size_t n = 0;
+    mvm_error *e = NULL;
+    if (mvm_vm_list(&v, &n, &e) < 0) {
+        mvm_error_free(e);
+        return NULL;
+    }
+    char *name = NULL;
+    for (size_t i = 0; i < n && !name; i++)
+        if (v[i].digest && !strcmp(v[i].digest, digest))
+            name = strdup(v[i].name);
+    mvm_vm_list_free(v, n);
+    return name;
+}
+
+int mvm_image_remove_unused(const char *ref, mvm_error **err) {
+    _cleanup_(mvm_image_freep) mvm_image *img = NULL;
+    if (mvm_image_resolve(ref, &img, err) < 0)
+        return -1;
+    /* dropping one of several tags leaves the image in place: always fine */
+    struct mvm_image_info *v = NULL;
+    size_t n = 0, tags = 0;
+    bool ref_is_tag = false;
+    if (mvm_image_list(&v, &n, err) < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].tag && !strcmp(v[i].digest, img->digest)) {
+            tags++;
+            ref_is_tag |= !strcmp(v[i].tag, ref);
+        }
+    mvm_image_info_free(v, n);
+    if (!(ref_is_tag && tags > 1)) {
+        _cleanup_free_ char *vm = mvm_vm_using_image(img->digest);
+        if (vm)
+            return mvm_error_set(err, MVM_ESTATE,
+                                 "image '%s' is used by VM '%s' (mvmctl rm -f %s first)", ref, vm,
+                                 vm);
+    }
+    return mvm_image_remove(ref, err);
+}
+
+int mvm_image_prune(size_t *removed, uint64_t *bytes, mvm_error **err) {
+    struct mvm_image_info *v = NULL;
+    size_t n = 0;
+    *removed = 0;
+    *bytes = 0;
+    if (mvm_image_list(&v, &n, err) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (v[i].tag)
+            continue;
+        _cleanup_free_ char *vm = mvm_vm_using_image(v[i].digest);
+        if (vm)
+            continue;
+        char ref[80];
+        snprintf(ref, sizeof(ref), "sha256:%s", v[i].digest);
+        rc = mvm_image_remove(ref, err);
+        if (rc == 0) {
+            (*removed)++;
+            *bytes += v[i].size;
+        }
+    }
+    mvm_image_info_free(v, n);
+    return rc;
 }
