@@ -123,6 +123,24 @@ t_bad_eval_error() {
     no_image it-broken || fail "an image was registered for a failed build"
 }
 
+t_bad_build_error() {
+    example busybox-rootfs "$W/failing"
+    cat >"$W/failing/flake.nix" <<'NIX'
+{
+  outputs = { self }: {
+    packages.x86_64-linux.default = derivation {
+      name = "failing-step"; system = "x86_64-linux";
+      builder = "${self}/busybox"; args = [ "sh" "-c" "echo compiling...; echo 'cc: fatal error' >&2; exit 3" ];
+    };
+  };
+}
+NIX
+    build --flake "$W/failing" --name it-failing
+    expect_mvm_error "a failing derivation"
+    expect_err_has "failing-step.drv"
+    no_image it-failing || fail "an image was registered for a failed build"
+}
+
 t_bad_no_rootfs() {
     example busybox-rootfs "$W/norootfs"
     cat >"$W/norootfs/flake.nix" <<'NIX'
@@ -237,7 +255,7 @@ t_builder_status() {
 TESTS=(
     host_has_no_nix busybox_rootfs unchanged_is_cache_hit changed_reuses_store
     hello_app_profiles check_reproducible
-    bad_missing_dir bad_no_flake_nix bad_unknown_profile bad_eval_error bad_no_rootfs
+    bad_missing_dir bad_no_flake_nix bad_unknown_profile bad_eval_error bad_build_error bad_no_rootfs
     timeout_then_next_build_works builder_killed_then_next_build_works online_network
     builder_status
 )
