@@ -457,7 +457,6 @@ struct job {
     char *work;       /* <cache>/tmp/flake-XXXXXX */
     char *vm_name;
     mvm_image *builder;
-    mvm_image *def;
 };
 
 static void job_clear(struct job *j) {
@@ -468,7 +467,6 @@ static void job_clear(struct job *j) {
     free(j->work);
     free(j->vm_name);
     mvm_image_free(j->builder);
-    mvm_image_free(j->def);
 }
 
 static int run_builder(struct job *j, const char *src_img, const char *out_img, const char *store,
@@ -520,12 +518,10 @@ static int run_builder(struct job *j, const char *src_img, const char *out_img, 
         return mvm_error_set(err, EIO, "build failed (exit %d): %s", st, tail[0] ? tail : "no output");
     }
     /* the nix version line the job printed for provenance */
-    _cleanup_free_ char *vcmd = NULL;
     char *vargv[] = {"cat", "/out/.mvm/nix-version", NULL};
     struct job_log vl = {.fd = -1};
     struct mvm_exec_opts vo = {.argv = vargv, .in_fd = -1, .out_fd = -1, .err_fd = -1,
                                .on_output = on_job_output, .output_ud = &vl, .timeout_ms = 30000};
-    (void)vcmd;
     mvm_error *ve = NULL;
     if (mvm_exec(j->vm_name, &vo, &ve) == 0 && vl.len) {
         size_t l = vl.len;
@@ -606,9 +602,6 @@ static int flake_build(struct job *jp, mvm_image **out, mvm_error **err) {
     struct mvm_build_opts bo = {.guest_dir = o->guest_dir, .progress = o->progress,
                                 .progress_ud = o->progress_ud};
     if (mvm_builder_ensure(&bo, &J->builder, err) < 0)
-        return -1;
-    bo.tag = "default";
-    if (mvm_image_build_default(&bo, &J->def, err) < 0)
         return -1;
 
     _cleanup_free_ char *agent = join(o->guest_dir, "mvm-agent");
@@ -728,7 +721,9 @@ static int flake_build(struct job *jp, mvm_image **out, mvm_error **err) {
     _cleanup_(arts_clear) struct arts A = {0};
     int fr = 0;
     /* kernel: the flake's, else the default image's */
-    const char *kdir = exists(result, "vmlinux") || exists(result, "bzImage") ? result : J->def->dir;
+    /* the builder carries the default image's kernel and initramfs (mvm_builder_ensure keeps
+     * them identical), so they are taken from there */
+    const char *kdir = exists(result, "vmlinux") || exists(result, "bzImage") ? result : J->builder->dir;
     if (exists(kdir, "vmlinux")) {
         _cleanup_free_ char *s = join(kdir, "vmlinux"), *d = join(img, "vmlinux");
         fr |= copy_file(s, d, 0644, err);
@@ -742,7 +737,7 @@ static int flake_build(struct job *jp, mvm_image **out, mvm_error **err) {
     }
     /* always mvm's initramfs: mvm-init is what starts the agent */
     if (!fr) {
-        _cleanup_free_ char *s = join(J->def->dir, "initrd.img"), *d = join(img, "initrd.img");
+        _cleanup_free_ char *s = join(J->builder->dir, "initrd.img"), *d = join(img, "initrd.img");
         fr |= copy_file(s, d, 0644, err);
         fr |= fr ? 0 : add_art(&A, img, "initrd", "initrd.img", "cpio-newc", err);
     }
@@ -764,7 +759,7 @@ static int flake_build(struct job *jp, mvm_image **out, mvm_error **err) {
     m.cmdline = (char *)cmdline;
     m.source_kind = "flake";
     m.source_ref = absdir;
-    m.kernel_version = kdir == result ? "flake" : J->def->manifest.kernel_version;
+    m.kernel_version = kdir == result ? "flake" : J->builder->manifest.kernel_version;
     m.artifacts = A.a;
     m.n_artifacts = A.n;
     m.source_lock_sha256 = lockhex[0] ? lockhex : NULL;
