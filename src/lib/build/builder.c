@@ -810,11 +810,9 @@ int mvm_builder_ensure(const struct mvm_build_opts *o, mvm_image **out, mvm_erro
     _cleanup_free_ char *cache = image_cache_prepare(err);
     if (!cache)
         return -1;
-    _cleanup_free_ char *bdir = NULL;
-    if (asprintf(&bdir, "%s/tmp/builder-XXXXXX", cache) < 0)
-        return mvm_error_set(err, ENOMEM, "out of memory");
-    if (!mkdtemp(bdir))
-        return mvm_error_sys(err, "cannot create %s", bdir);
+    _cleanup_free_ char *bdir = image_tmpdir(cache, "builder", err);
+    if (!bdir)
+        return -1;
     int rc = build(o, cache, bdir, &pr, out, err);
     mvm_error *e = NULL;
     if (mvm_rm_rf(bdir, &e) < 0 && rc == 0)

@@ -642,10 +642,8 @@ static int flake_build(struct job *jp, mvm_image **out, mvm_error **err) {
         mvm_error_free(e);
     }
 
-    if (asprintf(&J->work, "%s/tmp/flake-XXXXXX", cache) < 0 || !mkdtemp(J->work)) {
-        mvm_error_sys(err, "temporary build directory");
+    if (!(J->work = image_tmpdir(cache, "flake", err)))
         return -1;
-    }
     _cleanup_free_ char *src_img = join(J->work, "src.ext4"), *out_img = join(J->work, "out.ext4"),
                         *res = join(J->work, "extract"), *img = join(J->work, "image");
     if (!src_img || !out_img || !res || !img)

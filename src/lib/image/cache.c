@@ -613,16 +613,29 @@ out:
     return rc;
 }
 
+char *image_tmpdir(const char *cache, const char *prefix, mvm_error **err) {
+    char *p = NULL;
+    if (asprintf(&p, "%s/tmp/%s-XXXXXX", cache, prefix) < 0) {
+        mvm_error_set(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (!mkdtemp(p)) {
+        mvm_error_sys(err, "cannot create %s", p);
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
 /* ---- removal ---- */
 
 static int remove_image_dir(const char *cache, const char *digest, mvm_error **err) {
     _cleanup_free_ char *dir = NULL, *tmp = NULL;
-    if (asprintf(&dir, "%s/images/%s", cache, digest) < 0 ||
-        asprintf(&tmp, "%s/tmp/rm-%s-XXXXXX", cache, digest) < 0)
+    if (asprintf(&dir, "%s/images/%s", cache, digest) < 0)
         return mvm_error_set(err, ENOMEM, "out of memory");
     /* move it out of sight first so that a half-removed image is never visible */
-    if (!mkdtemp(tmp))
-        return mvm_error_sys(err, "cannot create %s", tmp);
+    if (!(tmp = image_tmpdir(cache, "rm", err)))
+        return -1;
     _cleanup_free_ char *dst = NULL;
     if (asprintf(&dst, "%s/img", tmp) < 0)
         return mvm_error_set(err, ENOMEM, "out of memory");

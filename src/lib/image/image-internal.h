@@ -41,6 +41,9 @@ char *image_cache_prepare(mvm_error **err);
  * identical image wins and build_dir is removed) and points tag (may be NULL) at it. */
 int image_publish(const char *build_dir, const struct mvm_manifest *m, const char *tag,
                   char **digest_out, mvm_error **err);
+/* Creates a fresh private directory <cache>/tmp/<prefix>-XXXXXX (same filesystem as the
+ * images, so a finished build is published by rename); returns its malloc'd path. */
+char *image_tmpdir(const char *cache, const char *prefix, mvm_error **err);
 /* Points tag at an existing image digest (atomically, under the cache lock). */
 int image_tag_set(const char *tag, const char *digest, mvm_error **err);
 /* Loads <cache>/images/<digest> (checks manifest bytes against the digest). */
