@@ -34,7 +34,7 @@ struct mvm_flake_build_opts {
     bool nix_rebuild;        /* nix build --rebuild: rebuild and fail if the output differs */
     int timeout_s;           /* whole build, default 1800 */
     const char *guest_dir;
-    const char *monitor_exe; /* mvmctl, re-executed as the builder VM's monitor */
+    const char *monitor_exe; /* path of mvmctl: mvm-monitor is looked up beside it */
     mvm_progress_fn progress;
     void *progress_ud;
     int log_fd;              /* the builder's live log (nix output) goes here; -1 = none */

@@ -31,7 +31,7 @@ struct mvm_run_opts {
     int mem_mib;             /* default 256 */
     enum mvm_accel accel;
     int boot_timeout_s;      /* default 120 */
-    const char *monitor_exe; /* path of mvmctl (re-executed as the monitor) */
+    const char *monitor_exe; /* path of mvmctl: mvm-monitor is looked up beside it */
     const struct mvm_disk *disks; /* extra block devices (builder jobs), may be NULL */
     size_t n_disks;
     bool net_user;                /* a NAT network device (see mvm_vm_spec); default none */
@@ -84,7 +84,7 @@ int mvm_image_prune(size_t *removed, uint64_t *bytes, mvm_error **err);
 /* Path helpers (malloc'd). */
 char *mvm_vm_dir(const char *name, mvm_error **err);
 
-/* Entry point of the monitor process (mvmctl re-executes itself as the monitor).
+/* Entry point of the monitor process (the mvm-monitor executable).
  * ready_fd: pipe to report "ok\n" or "error <message>\n" to the starting CLI. */
 int mvm_monitor_main(const char *state_dir, int ready_fd);
 

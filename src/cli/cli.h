@@ -32,7 +32,6 @@ int cmd_doctor(int argc, char **argv);
 int cmd_audit_flake(int argc, char **argv);
 int cmd_builder(int argc, char **argv);
 int cmd_rmi(int argc, char **argv);
-int cmd_monitor(int argc, char **argv);
 
 /* ---- errors and progress ---- */
 

@@ -13,7 +13,7 @@
 static const struct {
     const char *name;
     cli_cmd_fn fn;
-    const char *summary; /* NULL: hidden */
+    const char *summary;
 } commands[] = {
     {"run", cmd_run, "Boot a microVM from an image and run a command in it"},
     {"exec", cmd_exec, "Run a command in a running microVM"},
@@ -28,7 +28,6 @@ static const struct {
     {"builder", cmd_builder, "Show, rebuild or remove the Nix builder image"},
     {"doctor", cmd_doctor, "Explain what this host can run and why"},
     {"audit-flake", cmd_audit_flake, "Report flake.lock inputs that are not pinned"},
-    {"__monitor", cmd_monitor, NULL},
 };
 
 static void usage(FILE *f) {
@@ -40,8 +39,7 @@ static void usage(FILE *f) {
             "\n"
             "Commands:\n");
     for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
-        if (commands[i].summary)
-            fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
     fprintf(f,
             "\n"
             "Run 'mvmctl COMMAND --help' for a command's options.\n"
@@ -65,7 +63,7 @@ int main(int argc, char **argv) {
         if (!strcmp(verb, "help") && argc > 2) {
             /* "mvmctl help run" is "mvmctl run --help" */
             for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
-                if (commands[i].summary && !strcmp(commands[i].name, argv[2])) {
+                if (!strcmp(commands[i].name, argv[2])) {
                     char *hargv[] = {argv[2], (char *)"--help", NULL};
                     return commands[i].fn(2, hargv);
                 }

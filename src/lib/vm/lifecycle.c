@@ -32,6 +32,23 @@ static char *generate_name(void) {
     return s;
 }
 
+/* mvm-monitor lives beside mvmctl (the build tree) or in libexec (installed). */
+static char *find_monitor(const char *exe, mvm_error **err) {
+    char *p = NULL;
+    const char *slash = exe ? strrchr(exe, '/') : NULL;
+    if (slash && asprintf(&p, "%.*s/mvm-monitor", (int)(slash - exe), exe) >= 0 &&
+        access(p, X_OK) == 0)
+        return p;
+    free(p);
+    p = NULL;
+    if (asprintf(&p, "%s/mvm-monitor", MVM_GUEST_DIR_INSTALL) >= 0 && access(p, X_OK) == 0)
+        return p;
+    free(p);
+    mvm_error_set(err, MVM_EUNAVAIL, "mvm-monitor not found beside %s nor in %s (broken install?)",
+                  exe ? exe : "mvmctl", MVM_GUEST_DIR_INSTALL);
+    return NULL;
+}
+
 /* Reads the monitor's one-line verdict from the ready pipe. */
 static int wait_ready(int fd, int timeout_s, const char *name, mvm_error **err) {
     char buf[1024];
@@ -102,6 +119,9 @@ int mvm_vm_run(const struct mvm_run_opts *o, char **name_out, mvm_error **err) {
     if (mvm_accel_resolve(o->accel, &accel, NULL, 0, err) < 0)
         return -1;
 
+    _cleanup_free_ char *monitor = find_monitor(o->monitor_exe, err);
+    if (!monitor)
+        return -1;
     _cleanup_free_ char *dir = mvm_vm_dir(name, err);
     if (!dir)
         return -1;
@@ -172,20 +192,8 @@ int mvm_vm_run(const struct mvm_run_opts *o, char **name_out, mvm_error **err) {
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        /* the small dedicated monitor binary, beside mvmctl (build tree) or installed in
-         * libexec; else mvmctl itself in monitor mode */
-        char small[4096];
-        const char *slash = strrchr(o->monitor_exe, '/');
-        snprintf(small, sizeof(small), "%.*smvm-monitor", slash ? (int)(slash - o->monitor_exe + 1) : 0,
-                 o->monitor_exe);
-        if (access(small, X_OK) != 0)
-            snprintf(small, sizeof(small), "%s/mvm-monitor", MVM_GUEST_DIR_INSTALL);
-        if (access(small, X_OK) == 0) {
-            char *argv[] = {small, dir, fdbuf, NULL};
-            execv(small, argv);
-        }
-        char *argv[] = {(char *)o->monitor_exe, "__monitor", dir, fdbuf, NULL};
-        execv(o->monitor_exe, argv);
+        char *argv[] = {monitor, dir, fdbuf, NULL};
+        execv(monitor, argv);
         _exit(127);
     }
     close(rp[1]);
