@@ -334,6 +334,14 @@ void mvm_vm_list_free(struct mvm_vm_info *v, size_t n) {
     free(v);
 }
 
+/* The first VM in v[0..n) booted from digest, or NULL. */
+static const char *vm_using(const struct mvm_vm_info *v, size_t n, const char *digest) {
+    for (size_t i = 0; i < n; i++)
+        if (v[i].digest && !strcmp(v[i].digest, digest))
+            return v[i].name;
+    return NULL;
+}
+
 char *mvm_vm_using_image(const char *digest) {
     struct mvm_vm_info *v = NULL;
     size_t n = 0;
@@ -342,12 +350,10 @@ char *mvm_vm_using_image(const char *digest) {
         mvm_error_free(e);
         return NULL;
     }
-    char *name = NULL;
-    for (size_t i = 0; i < n && !name; i++)
-        if (v[i].digest && !strcmp(v[i].digest, digest))
-            name = strdup(v[i].name);
+    const char *name = vm_using(v, n, digest);
+    char *r = name ? strdup(name) : NULL;
     mvm_vm_list_free(v, n);
-    return name;
+    return r;
 }
 
 int mvm_image_remove_unused(const char *ref, mvm_error **err) {
@@ -378,17 +384,19 @@ int mvm_image_remove_unused(const char *ref, mvm_error **err) {
 
 int mvm_image_prune(size_t *removed, uint64_t *bytes, mvm_error **err) {
     struct mvm_image_info *v = NULL;
-    size_t n = 0;
+    struct mvm_vm_info *vms = NULL;
+    size_t n = 0, nvms = 0;
     *removed = 0;
     *bytes = 0;
     if (mvm_image_list(&v, &n, err) < 0)
         return -1;
+    if (mvm_vm_list(&vms, &nvms, err) < 0) {
+        mvm_image_info_free(v, n);
+        return -1;
+    }
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        if (v[i].tag)
-            continue;
-        _cleanup_free_ char *vm = mvm_vm_using_image(v[i].digest);
-        if (vm)
+        if (v[i].tag || vm_using(vms, nvms, v[i].digest))
             continue;
         char ref[80];
         snprintf(ref, sizeof(ref), "sha256:%s", v[i].digest);
@@ -398,6 +406,7 @@ int mvm_image_prune(size_t *removed, uint64_t *bytes, mvm_error **err) {
             *bytes += v[i].size;
         }
     }
+    mvm_vm_list_free(vms, nvms);
     mvm_image_info_free(v, n);
     return rc;
 }
