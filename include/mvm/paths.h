@@ -14,6 +14,8 @@
 char *mvm_path_cache(mvm_error **err);
 char *mvm_path_data(mvm_error **err);
 char *mvm_path_runtime(mvm_error **err);
+/* "a/b", malloc'd (NULL when out of memory). */
+char *mvm_path_join(const char *a, const char *b);
 /* mkdir -p with the given mode for every created component. */
 int mvm_mkdir_p(const char *path, int mode, mvm_error **err);
 /* rm -rf; ENOENT is not an error. */

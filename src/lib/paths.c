@@ -313,3 +313,8 @@ char *mvm_path_runtime(mvm_error **err) {
         p = NULL;
     return finish_dir(p, true, err);
 }
+
+char *mvm_path_join(const char *a, const char *b) {
+    char *p = NULL;
+    return asprintf(&p, "%s/%s", a, b) < 0 ? NULL : p;
+}

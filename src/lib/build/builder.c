@@ -44,10 +44,6 @@ static void debs_free(struct deb *d, size_t n) {
     free(d);
 }
 
-static char *join(const char *a, const char *b) {
-    char *p = NULL;
-    return asprintf(&p, "%s/%s", a, b) < 0 ? NULL : p;
-}
 
 static bool pkg_token_ok(const char *s) {
     if (!s || !*s || *s == '-')
@@ -191,7 +187,7 @@ static int resolve_packages(struct deb **out, size_t *n_out, mvm_error **err) {
  * are fetched with one apt-get download and kept only when their SHA-256 matches apt's index. */
 static int download(const char *cache, const char *work, struct deb *d, size_t n,
                     const struct image_progress *pr, uint64_t *bytes, mvm_error **err) {
-    _cleanup_free_ char *dl = join(cache, "downloads"), *adir = join(work, "apt");
+    _cleanup_free_ char *dl = mvm_path_join(cache, "downloads"), *adir = mvm_path_join(work, "apt");
     if (!dl || !adir)
         return mvm_error_set(err, ENOMEM, "out of memory");
     if (mvm_mkdir_p(dl, 0700, err) < 0 || mvm_mkdir_p(adir, 0755, err) < 0)
@@ -258,7 +254,7 @@ static int download(const char *cache, const char *work, struct deb *d, size_t n
         size_t len = strlen(de->d_name);
         if (len < 5 || strcmp(de->d_name + len - 4, ".deb"))
             continue;
-        _cleanup_free_ char *src = join(adir, de->d_name);
+        _cleanup_free_ char *src = mvm_path_join(adir, de->d_name);
         if (!src)
             return mvm_error_set(err, ENOMEM, "out of memory");
         char hex[MVM_DIGEST_HEX + 1];
@@ -296,7 +292,7 @@ static int merge_tree(const char *src, const char *dst, mvm_error **err) {
     while ((de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
-        _cleanup_free_ char *s = join(src, de->d_name), *t = join(dst, de->d_name);
+        _cleanup_free_ char *s = mvm_path_join(src, de->d_name), *t = mvm_path_join(dst, de->d_name);
         if (!s || !t)
             return mvm_error_set(err, ENOMEM, "out of memory");
         struct stat ss, ts;
@@ -326,7 +322,7 @@ static int merge_tree(const char *src, const char *dst, mvm_error **err) {
 static int merge_usr(const char *root, mvm_error **err) {
     static const char *const dirs[] = {"bin", "sbin", "lib", "lib64"};
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
-        _cleanup_free_ char *top = join(root, dirs[i]), *usr = NULL, *target = NULL;
+        _cleanup_free_ char *top = mvm_path_join(root, dirs[i]), *usr = NULL, *target = NULL;
         if (!top || asprintf(&usr, "%s/usr/%s", root, dirs[i]) < 0 ||
             asprintf(&target, "usr/%s", dirs[i]) < 0)
             return mvm_error_set(err, ENOMEM, "out of memory");
@@ -382,7 +378,7 @@ static bool applet_ok(const char *s) {
  * (in either /usr/bin or /usr/sbin). Runs after merge_usr. */
 static int add_busybox(const char *root, const char *busybox, size_t *count,
                        mvm_error **err) {
-    _cleanup_free_ char *dst = join(root, "usr/bin/busybox");
+    _cleanup_free_ char *dst = mvm_path_join(root, "usr/bin/busybox");
     if (!dst)
         return mvm_error_set(err, ENOMEM, "out of memory");
     if (image_copy_file(busybox, dst, 0755, err) < 0)
@@ -418,7 +414,7 @@ static int find_build_job(const char *guest, char **out, mvm_error **err) {
     /* installed next to mvm-agent; in a build tree, the source copy two levels up */
     static const char *const rel[] = {"mvm-build-job", "../../guest/mvm-build-job"};
     for (size_t i = 0; i < ARRAY_SIZE(rel); i++) {
-        _cleanup_free_ char *p = join(guest, rel[i]);
+        _cleanup_free_ char *p = mvm_path_join(guest, rel[i]);
         if (!p)
             return mvm_error_set(err, ENOMEM, "out of memory");
         struct stat st;
@@ -434,9 +430,9 @@ static int find_build_job(const char *guest, char **out, mvm_error **err) {
 /* /etc/ssl/certs/ca-certificates.crt from the package's certificates (what its install
  * script, update-ca-certificates, would make), in sorted order for a reproducible image. */
 static int ca_bundle(const char *root, mvm_error **err) {
-    _cleanup_free_ char *dir = join(root, "usr/share/ca-certificates/mozilla"),
-                        *certs = join(root, "etc/ssl/certs"),
-                        *bundle = join(root, "etc/ssl/certs/ca-certificates.crt");
+    _cleanup_free_ char *dir = mvm_path_join(root, "usr/share/ca-certificates/mozilla"),
+                        *certs = mvm_path_join(root, "etc/ssl/certs"),
+                        *bundle = mvm_path_join(root, "etc/ssl/certs/ca-certificates.crt");
     if (!dir || !certs || !bundle)
         return mvm_error_set(err, ENOMEM, "out of memory");
     _cleanup_closedir_ DIR *d = opendir(dir);
@@ -466,7 +462,7 @@ static int ca_bundle(const char *root, mvm_error **err) {
     if (!out)
         return mvm_error_sys(err, "cannot create %s", bundle);
     for (size_t i = 0; i < n; i++) {
-        _cleanup_free_ char *p = join(dir, names[i]), *text = NULL;
+        _cleanup_free_ char *p = mvm_path_join(dir, names[i]), *text = NULL;
         size_t len;
         if (!p || mvm_read_file(p, 1 << 20, &text, &len, err) < 0)
             return -1;
@@ -477,7 +473,7 @@ static int ca_bundle(const char *root, mvm_error **err) {
     if (fflush(out) != 0)
         return mvm_error_sys(err, "cannot write %s", bundle);
     /* the bundle is all Nix reads; the single files (some with non-ASCII names) can go */
-    _cleanup_free_ char *share = join(root, "usr/share/ca-certificates");
+    _cleanup_free_ char *share = mvm_path_join(root, "usr/share/ca-certificates");
     if (!share)
         return mvm_error_set(err, ENOMEM, "out of memory");
     return mvm_rm_rf(share, err);
@@ -496,7 +492,7 @@ static int stage_extra(const char *root, const char *agent, const char *job,
         {"var", 0755},  {"var/tmp", 01777}, {"home", 0755}, {"usr/sbin", 0755},
     };
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
-        _cleanup_free_ char *p = join(root, dirs[i].path);
+        _cleanup_free_ char *p = mvm_path_join(root, dirs[i].path);
         if (!p)
             return mvm_error_set(err, ENOMEM, "out of memory");
         if (mvm_mkdir_p(p, 0755, err) < 0)
@@ -520,15 +516,15 @@ static int stage_extra(const char *root, const char *agent, const char *job,
         {"etc/nix/nix.conf", nix_conf, 0644},
     };
     for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
-        _cleanup_free_ char *p = join(root, files[i].path);
+        _cleanup_free_ char *p = mvm_path_join(root, files[i].path);
         if (!p)
             return mvm_error_set(err, ENOMEM, "out of memory");
         (void)unlink(p);
         if (image_write_string(p, files[i].text, files[i].mode, err) < 0)
             return -1;
     }
-    _cleanup_free_ char *ag = join(root, "usr/sbin/mvm-agent"),
-                        *jb = join(root, "usr/sbin/mvm-build-job");
+    _cleanup_free_ char *ag = mvm_path_join(root, "usr/sbin/mvm-agent"),
+                        *jb = mvm_path_join(root, "usr/sbin/mvm-build-job");
     if (!ag || !jb)
         return mvm_error_set(err, ENOMEM, "out of memory");
     (void)unlink(ag);
@@ -567,14 +563,6 @@ static int base_image(const struct mvm_build_opts *o, mvm_image **out, mvm_error
     }
     *out = img;
     return 0;
-}
-
-static int link_or_copy(const char *src, const char *dst, mvm_error **err) {
-    if (link(src, dst) == 0)
-        return 0;
-    if (errno != EXDEV && errno != EPERM && errno != EMLINK)
-        return mvm_error_sys(err, "cannot link %s to %s", src, dst);
-    return image_copy_file(src, dst, 0444, err);
 }
 
 /* The base's command line with mvm.root= pointing at the builder's labelled rootfs. */
@@ -621,10 +609,10 @@ static char *nix_version_of(const char *deb_version) {
 
 static int build(const struct mvm_build_opts *o, const char *cache, const char *bdir,
                  const struct image_progress *pr, mvm_image **out, mvm_error **err) {
-    _cleanup_free_ char *img = join(bdir, "img"), *work = join(bdir, "work"),
-                        *staging = join(bdir, "work/root"), *busybox = NULL, *agent = NULL,
-                        *job = NULL, *digest = NULL, *rootfs = join(img, "rootfs.ext4"),
-                        *raw = join(img, "rootfs.raw");
+    _cleanup_free_ char *img = mvm_path_join(bdir, "img"), *work = mvm_path_join(bdir, "work"),
+                        *staging = mvm_path_join(bdir, "work/root"), *busybox = NULL, *agent = NULL,
+                        *job = NULL, *digest = NULL, *rootfs = mvm_path_join(img, "rootfs.ext4"),
+                        *raw = mvm_path_join(img, "rootfs.raw");
     if (!img || !work || !staging || !rootfs || !raw)
         return mvm_error_set(err, ENOMEM, "out of memory");
     if (mvm_mkdir_p(img, 0755, err) < 0 || mvm_mkdir_p(staging, 0755, err) < 0)
@@ -637,7 +625,7 @@ static int build(const struct mvm_build_opts *o, const char *cache, const char *
     const char *guest = o && o->guest_dir ? o->guest_dir : image_guest_dir_default();
     if (!guest)
         return mvm_error_set(err, EINVAL, "builder: no guest directory (mvm-agent) given");
-    agent = join(guest, "mvm-agent");
+    agent = mvm_path_join(guest, "mvm-agent");
     if (!agent)
         return mvm_error_set(err, ENOMEM, "out of memory");
     if (access(agent, R_OK) < 0)
@@ -708,12 +696,12 @@ static int build(const struct mvm_build_opts *o, const char *cache, const char *
         const struct mvm_artifact *a = mvm_manifest_find(&base->manifest, shared[i]);
         if (!a)
             continue; /* kernel and initrd are checked below */
-        _cleanup_free_ char *src = join(base->dir, a->file), *dst = join(img, a->file);
+        _cleanup_free_ char *src = mvm_path_join(base->dir, a->file), *dst = mvm_path_join(img, a->file);
         if (!src || !dst) {
             mvm_error_set(err, ENOMEM, "out of memory");
             goto out;
         }
-        if (link_or_copy(src, dst, err) < 0 ||
+        if (image_link_or_copy(src, dst, 0444, err) < 0 ||
             image_artifact_fill(&m.artifacts[m.n_artifacts], img, a->name, a->file, a->format,
                                 err) < 0)
             goto out;
@@ -767,7 +755,7 @@ static bool rootfs_file_same(const mvm_image *img, const char *path, const char 
 /* A cached builder is current when its guest tools equal the ones this mvm ships and its
  * kernel + initramfs (with mvm-init) are those of the current default image. */
 static bool builder_current(const struct mvm_build_opts *o, const mvm_image *img, const char *guest) {
-    _cleanup_free_ char *agent = guest ? join(guest, "mvm-agent") : NULL, *job = NULL;
+    _cleanup_free_ char *agent = guest ? mvm_path_join(guest, "mvm-agent") : NULL, *job = NULL;
     mvm_error *e = NULL;
     if (!agent || find_build_job(guest, &job, &e) < 0) {
         mvm_error_free(e);
@@ -829,8 +817,8 @@ char *mvm_builder_store_path(mvm_error **err) {
     _cleanup_free_ char *cache = image_cache_prepare(err);
     if (!cache)
         return NULL;
-    _cleanup_free_ char *dir = join(cache, "builder"), *path = NULL, *tmp = NULL;
-    if (!dir || !(path = join(dir, "store.ext4")) ||
+    _cleanup_free_ char *dir = mvm_path_join(cache, "builder"), *path = NULL, *tmp = NULL;
+    if (!dir || !(path = mvm_path_join(dir, "store.ext4")) ||
         asprintf(&tmp, "%s/store.ext4.tmp-%ld", dir, (long)getpid()) < 0) {
         mvm_error_set(err, ENOMEM, "out of memory");
         return NULL;
@@ -890,7 +878,7 @@ int mvm_builder_remove(mvm_error **err) {
     _cleanup_free_ char *cache = mvm_path_cache(err);
     if (!cache)
         return -1;
-    _cleanup_free_ char *dir = join(cache, "builder");
+    _cleanup_free_ char *dir = mvm_path_join(cache, "builder");
     if (!dir)
         return mvm_error_set(err, ENOMEM, "out of memory");
     return mvm_rm_rf(dir, err);

@@ -311,44 +311,12 @@ int build_verify_extracted(const char *dir, const char *list, mvm_error **err) {
     return 0;
 }
 
-static int copy_file(const char *src, const char *dst, int mode, mvm_error **err) {
-    if (link(src, dst) == 0)
-        return 0;
-    _cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
-    if (in < 0)
-        return mvm_error_sys(err, "open %s", src);
-    _cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (out < 0)
-        return mvm_error_sys(err, "create %s", dst);
-    char buf[1 << 16];
-    ssize_t n;
-    while ((n = read(in, buf, sizeof(buf))) > 0) {
-        const char *p = buf;
-        while (n > 0) {
-            ssize_t w = write(out, p, n);
-            if (w < 0)
-                return mvm_error_sys(err, "write %s", dst);
-            p += w;
-            n -= w;
-        }
-    }
-    if (n < 0)
-        return mvm_error_sys(err, "read %s", src);
-    if (fsync(out) < 0)
-        return mvm_error_sys(err, "write %s", dst);
-    return 0;
-}
-
 static bool exists(const char *dir, const char *name) {
     _cleanup_free_ char *p = NULL;
     struct stat st;
     return asprintf(&p, "%s/%s", dir, name) >= 0 && lstat(p, &st) == 0;
 }
 
-static char *join(const char *a, const char *b) {
-    char *p = NULL;
-    return asprintf(&p, "%s/%s", a, b) < 0 ? NULL : p;
-}
 
 /* Adds mvm's agent to a rootfs image the flake supplied (debugfs, no mount). */
 static int inject_agent_ext4(const char *img, const char *agent, mvm_error **err) {
@@ -400,14 +368,14 @@ static int restore_modes(const char *path, bool top, mvm_error **err) {
     while ((de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
-        _cleanup_free_ char *c = join(path, de->d_name);
+        _cleanup_free_ char *c = mvm_path_join(path, de->d_name);
         if (!c)
             return mvm_error_set(err, ENOMEM, "out of memory");
         if (restore_modes(c, false, err) < 0)
             return -1;
     }
     if (top) {
-        _cleanup_free_ char *tmp = join(path, "tmp"), *root = join(path, "root");
+        _cleanup_free_ char *tmp = mvm_path_join(path, "tmp"), *root = mvm_path_join(path, "root");
         if (!tmp || !root)
             return mvm_error_set(err, ENOMEM, "out of memory");
         if (lstat(tmp, &st) == 0 && S_ISDIR(st.st_mode) && chmod(tmp, 01777) < 0)
@@ -420,23 +388,23 @@ static int restore_modes(const char *path, bool top, mvm_error **err) {
 
 /* Puts the agent into an extracted rootfs/ tree. */
 static int inject_agent_dir(const char *rootdir, const char *agent, mvm_error **err) {
-    _cleanup_free_ char *sbin = join(rootdir, "sbin"), *dst = join(rootdir, "sbin/mvm-agent");
+    _cleanup_free_ char *sbin = mvm_path_join(rootdir, "sbin"), *dst = mvm_path_join(rootdir, "sbin/mvm-agent");
     if (!sbin || !dst)
         return mvm_error_set(err, ENOMEM, "out of memory");
     struct stat st;
     if (lstat(sbin, &st) == 0 && S_ISLNK(st.st_mode)) {
         /* merged-usr layouts: sbin -> usr/sbin */
         free(dst);
-        dst = join(rootdir, "usr/sbin/mvm-agent");
+        dst = mvm_path_join(rootdir, "usr/sbin/mvm-agent");
         free(sbin);
-        sbin = join(rootdir, "usr/sbin");
+        sbin = mvm_path_join(rootdir, "usr/sbin");
         if (!dst || !sbin)
             return mvm_error_set(err, ENOMEM, "out of memory");
     }
     if (mvm_mkdir_p(sbin, 0755, err) < 0)
         return -1;
     unlink(dst);
-    if (copy_file(agent, dst, 0755, err) < 0)
+    if (image_link_or_copy(agent, dst, 0755, err) < 0)
         return -1;
     return chmod(dst, 0755) < 0 ? mvm_error_sys(err, "chmod %s", dst) : 0;
 }
@@ -604,7 +572,7 @@ static int flake_build(struct job *jp, mvm_image **out, mvm_error **err) {
     if (mvm_builder_ensure(&bo, &J->builder, err) < 0)
         return -1;
 
-    _cleanup_free_ char *agent = join(o->guest_dir, "mvm-agent");
+    _cleanup_free_ char *agent = mvm_path_join(o->guest_dir, "mvm-agent");
     char agent_sha[65];
     if (!agent || image_sha256_file(agent, agent_sha, NULL, err) < 0)
         return -1;
@@ -644,8 +612,8 @@ static int flake_build(struct job *jp, mvm_image **out, mvm_error **err) {
 
     if (!(J->work = image_tmpdir(cache, "flake", err)))
         return -1;
-    _cleanup_free_ char *src_img = join(J->work, "src.ext4"), *out_img = join(J->work, "out.ext4"),
-                        *res = join(J->work, "extract"), *img = join(J->work, "image");
+    _cleanup_free_ char *src_img = mvm_path_join(J->work, "src.ext4"), *out_img = mvm_path_join(J->work, "out.ext4"),
+                        *res = mvm_path_join(J->work, "extract"), *img = mvm_path_join(J->work, "image");
     if (!src_img || !out_img || !res || !img)
         return oom(err);
     progress(o, "build: staging %s (key %.12s…)", absdir, key);
@@ -685,21 +653,21 @@ static int flake_build(struct job *jp, mvm_image **out, mvm_error **err) {
             return -1;
         }
     }
-    _cleanup_free_ char *result = join(res, "result"), *list = join(res, ".mvm/files.sha256");
+    _cleanup_free_ char *result = mvm_path_join(res, "result"), *list = mvm_path_join(res, ".mvm/files.sha256");
     if (!result || !list)
         return oom(err);
     if (build_verify_extracted(result, list, err) < 0)
         return -1;
 
     /* assemble the image: rootfs, kernel, initramfs */
-    _cleanup_free_ char *rootfs = join(img, "rootfs.ext4"), *raw = join(img, "rootfs.raw");
+    _cleanup_free_ char *rootfs = mvm_path_join(img, "rootfs.ext4"), *raw = mvm_path_join(img, "rootfs.raw");
     const char *cmdline = "console=ttyS0 quiet panic=-1 mvm.root=/dev/vda";
     if (exists(result, "rootfs.ext4")) {
-        _cleanup_free_ char *s = join(result, "rootfs.ext4");
-        if (copy_file(s, rootfs, 0644, err) < 0 || inject_agent_ext4(rootfs, agent, err) < 0)
+        _cleanup_free_ char *s = mvm_path_join(result, "rootfs.ext4");
+        if (image_link_or_copy(s, rootfs, 0644, err) < 0 || inject_agent_ext4(rootfs, agent, err) < 0)
             return -1;
     } else if (exists(result, "rootfs")) {
-        _cleanup_free_ char *rd = join(result, "rootfs");
+        _cleanup_free_ char *rd = mvm_path_join(result, "rootfs");
         if (restore_modes(rd, true, err) < 0 || inject_agent_dir(rd, agent, err) < 0)
             return -1;
         progress(o, "build: packing rootfs/ into ext4 (mke2fs -d, deterministic)");
@@ -723,20 +691,20 @@ static int flake_build(struct job *jp, mvm_image **out, mvm_error **err) {
      * them identical), so they are taken from there */
     const char *kdir = exists(result, "vmlinux") || exists(result, "bzImage") ? result : J->builder->dir;
     if (exists(kdir, "vmlinux")) {
-        _cleanup_free_ char *s = join(kdir, "vmlinux"), *d = join(img, "vmlinux");
-        fr |= copy_file(s, d, 0644, err);
+        _cleanup_free_ char *s = mvm_path_join(kdir, "vmlinux"), *d = mvm_path_join(img, "vmlinux");
+        fr |= image_link_or_copy(s, d, 0644, err);
         fr |= fr ? 0 : add_art(&A, img, "kernel", "vmlinux", "elf-vmlinux", err);
     }
     const char *bz = kdir == result ? "bzImage" : "vmlinuz";
     if (!fr && exists(kdir, bz)) {
-        _cleanup_free_ char *s = join(kdir, bz), *d = join(img, "vmlinuz");
-        fr |= copy_file(s, d, 0644, err);
+        _cleanup_free_ char *s = mvm_path_join(kdir, bz), *d = mvm_path_join(img, "vmlinuz");
+        fr |= image_link_or_copy(s, d, 0644, err);
         fr |= fr ? 0 : add_art(&A, img, "kernel-bzimage", "vmlinuz", "bzimage", err);
     }
     /* always mvm's initramfs: mvm-init is what starts the agent */
     if (!fr) {
-        _cleanup_free_ char *s = join(J->builder->dir, "initrd.img"), *d = join(img, "initrd.img");
-        fr |= copy_file(s, d, 0644, err);
+        _cleanup_free_ char *s = mvm_path_join(J->builder->dir, "initrd.img"), *d = mvm_path_join(img, "initrd.img");
+        fr |= image_link_or_copy(s, d, 0644, err);
         fr |= fr ? 0 : add_art(&A, img, "initrd", "initrd.img", "cpio-newc", err);
     }
     if (!fr)
@@ -748,7 +716,7 @@ static int flake_build(struct job *jp, mvm_image **out, mvm_error **err) {
                                        "for PVH boot");
         return -1;
     }
-    _cleanup_free_ char *lock = join(absdir, "flake.lock");
+    _cleanup_free_ char *lock = mvm_path_join(absdir, "flake.lock");
     char lockhex[65] = "";
     if (lock && access(lock, F_OK) == 0 && image_sha256_file(lock, lockhex, NULL, err) < 0)
         return -1;

@@ -54,6 +54,14 @@ int image_write_string(const char *path, const char *s, int mode, mvm_error **er
     return 0;
 }
 
+int image_link_or_copy(const char *src, const char *dst, int mode, mvm_error **err) {
+    if (link(src, dst) == 0)
+        return 0;
+    if (errno != EXDEV && errno != EPERM && errno != EMLINK)
+        return mvm_error_sys(err, "cannot link %s to %s", src, dst);
+    return image_copy_file(src, dst, mode, err);
+}
+
 int image_copy_file(const char *src, const char *dst, int mode, mvm_error **err) {
     _cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
     if (in < 0)

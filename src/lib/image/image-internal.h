@@ -131,6 +131,8 @@ int image_tree_fix_times(const char *dir, time_t t, mvm_error **err);
 
 /* ---- small helpers (cache.c) ---- */
 int image_copy_file(const char *src, const char *dst, int mode, mvm_error **err);
+/* A hard link when src and dst share a filesystem (images are immutable), else a copy. */
+int image_link_or_copy(const char *src, const char *dst, int mode, mvm_error **err);
 int image_write_string(const char *path, const char *s, int mode, mvm_error **err);
 uint32_t image_source_date_epoch(void);
 void image_strv_free(char **v);

@@ -18,16 +18,10 @@ static const char *const wanted_modules[] = {
     "dm_verity",
 };
 
-static char *path_join(const char *a, const char *b) {
-    char *p = NULL;
-    if (asprintf(&p, "%s/%s", a, b) < 0)
-        return NULL;
-    return p;
-}
 
 #define JOIN_OR_FAIL(var, a, b)                                                            \
     do {                                                                                   \
-        if (!((var) = path_join((a), (b))))                                                \
+        if (!((var) = mvm_path_join((a), (b))))                                                \
             return mvm_error_set(err, ENOMEM, "out of memory");                            \
     } while (0)
 
@@ -148,7 +142,7 @@ static int stage_rootfs(const char *root, const char *busybox, const char *agent
          line = strtok_r(NULL, "\n", &save)) {
         if (!applet_path_ok(line) || !strcmp(line, "bin/busybox"))
             continue;
-        _cleanup_free_ char *p = path_join(root, line);
+        _cleanup_free_ char *p = mvm_path_join(root, line);
         if (!p) {
             rc = mvm_error_set(err, ENOMEM, "out of memory");
             break;
@@ -290,9 +284,9 @@ static int build(const struct mvm_build_opts *o, const char *tag, const char *gu
     _cleanup_free_ char *vmlinuz_src = NULL, *vmlinuz = NULL, *vmlinux = NULL, *initrd = NULL,
                         *staging = NULL, *rootfs = NULL, *raw = NULL, *digest = NULL;
     if (asprintf(&vmlinuz_src, "%s/boot/vmlinuz-%s", k.tree, k.version) < 0 ||
-        !(vmlinuz = path_join(img, "vmlinuz")) || !(vmlinux = path_join(img, "vmlinux")) ||
-        !(initrd = path_join(img, "initrd.img")) || !(staging = path_join(work, "root")) ||
-        !(rootfs = path_join(img, "rootfs.ext4")) || !(raw = path_join(img, "rootfs.raw"))) {
+        !(vmlinuz = mvm_path_join(img, "vmlinuz")) || !(vmlinux = mvm_path_join(img, "vmlinux")) ||
+        !(initrd = mvm_path_join(img, "initrd.img")) || !(staging = mvm_path_join(work, "root")) ||
+        !(rootfs = mvm_path_join(img, "rootfs.ext4")) || !(raw = mvm_path_join(img, "rootfs.raw"))) {
         mvm_error_set(err, ENOMEM, "out of memory");
         goto out;
     }
@@ -356,7 +350,7 @@ static int build(const struct mvm_build_opts *o, const char *tag, const char *gu
     }
     uint64_t total = 0;
     for (size_t i = 0; i < ARRAY_SIZE(arts); i++) {
-        _cleanup_free_ char *p = path_join(img, arts[i].file);
+        _cleanup_free_ char *p = mvm_path_join(img, arts[i].file);
         if (!p || chmod(p, 0444) < 0) {
             mvm_error_sys(err, "cannot chmod %s", p ? p : arts[i].file);
             goto out;
